@@ -1,0 +1,133 @@
+"""Diagnostics: problems as values with a stable code, a span and a help line.
+
+Every stage appends to a list of these instead of raising, so one run reports
+every problem in a file. Codes never change meaning once shipped; docs/errors.md
+documents each one, and a test keeps that page and `CODES` in step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .source import Span
+
+__all__ = ["CODES", "Diagnostic", "Severity", "did_you_mean", "render", "render_all", "sort_key"]
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+# code -> (severity, one-line title). The title is what docs/errors.md lists.
+CODES: dict[str, tuple[Severity, str]] = {
+    # parse
+    "P001": (Severity.ERROR, "unexpected token"),
+    "P002": (Severity.ERROR, "unexpected character"),
+    "P003": (Severity.ERROR, "unterminated string"),
+    "P004": (Severity.ERROR, "invalid escape sequence"),
+    "P005": (Severity.ERROR, "nesting too deep"),
+    "P006": (Severity.ERROR, "file is not valid UTF-8"),
+    "P007": (Severity.ERROR, "unexpected end of file"),
+    "P008": (Severity.ERROR, "too many syntax errors"),
+    # names and structure
+    "E101": (Severity.ERROR, "unknown field"),
+    "E102": (Severity.ERROR, "value not in enum"),
+    "E103": (Severity.ERROR, "type mismatch"),
+    "E104": (Severity.ERROR, "missing `because`"),
+    "E105": (Severity.ERROR, "duplicate name"),
+    "E106": (Severity.ERROR, "missing or repeated clause"),
+    "E107": (Severity.ERROR, "optional field used without a `has` guard"),
+    "E108": (Severity.ERROR, "invalid regular expression"),
+    "E109": (Severity.ERROR, "cycle between lets"),
+    "E110": (Severity.ERROR, "unknown import"),
+    "E111": (Severity.ERROR, "test for an unknown policy"),
+    "E112": (Severity.ERROR, "test input breaks the schema"),
+    "E113": (Severity.ERROR, "unknown schema"),
+    "E114": (Severity.ERROR, "unknown name"),
+    "E115": (Severity.ERROR, "unknown function or wrong arguments"),
+    "E116": (Severity.ERROR, "test expectation names an unknown rule or intervention"),
+    "E117": (Severity.ERROR, "invalid field declaration"),
+    "E118": (Severity.ERROR, "number out of range"),
+    # analysis
+    "W201": (Severity.WARNING, "rule can never match"),
+    "W202": (Severity.WARNING, "rule is unreachable"),
+    "W203": (Severity.WARNING, "unused let"),
+    "W204": (Severity.WARNING, "rule not exercised by any test case"),
+    "W205": (Severity.WARNING, "file defines nothing"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    code: str
+    message: str
+    span: Span
+    help: str | None = None
+    notes: tuple[tuple[str, Span], ...] = ()
+
+    @property
+    def severity(self) -> Severity:
+        return CODES[self.code][0]
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def to_dict(self) -> dict:
+        """The stable JSON shape used by `pol check --format json`."""
+        line, col = self.span.source.line_col(self.span.start)
+        end_line, end_col = self.span.source.line_col(self.span.end)
+        return {
+            "path": self.span.path,
+            "line": line,
+            "column": col,
+            "end_line": end_line,
+            "end_column": end_col,
+            "severity": self.severity.value,
+            "code": self.code,
+            "message": self.message,
+            "help": self.help,
+        }
+
+
+def sort_key(d: Diagnostic) -> tuple:
+    return (d.span.path, d.span.start, d.span.end, d.code, d.message)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to a misspelt `word`, if one is close enough."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def render(d: Diagnostic) -> str:
+    """`path:line:col: severity[CODE]: message`, the source line, a caret line, help."""
+    src = d.span.source
+    line, col = src.line_col(d.span.start)
+    text = src.line_text(line)
+    end_line, end_col = src.line_col(d.span.end)
+    width = (end_col - col) if end_line == line else len(text) - col + 1
+    width = max(1, width)
+    gutter = str(line)
+    pad = " " * len(gutter)
+    shown = text.expandtabs(1)
+    out = [
+        f"{d.span.path}:{line}:{col}: {d.severity.value}[{d.code}]: {d.message}",
+        f"{pad} |",
+        f"{gutter} | {shown}",
+        f"{pad} | {' ' * (col - 1)}{'^' * width}",
+    ]
+    for note, span in d.notes:
+        nline, ncol = span.source.line_col(span.start)
+        out.append(f"{pad} = note: {note} ({span.path}:{nline}:{ncol})")
+    if d.help:
+        out.append(f"{pad} = help: {d.help}")
+    return "\n".join(out)
+
+
+def render_all(diagnostics: Sequence[Diagnostic]) -> str:
+    return "\n\n".join(render(d) for d in sorted(diagnostics, key=sort_key))
