@@ -14,7 +14,7 @@ from .source import Span
 
 
 def _span() -> Span:
-    return field(compare=False, hash=False, repr=False)  # type: ignore[return-value]
+    return field(default=None, compare=False, hash=False, repr=False)  # type: ignore[return-value]
 
 
 # ---- types -------------------------------------------------------------------------

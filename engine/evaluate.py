@@ -1,0 +1,389 @@
+"""Evaluate: run the compiled trees on validated values and build the Decision.
+
+The generated function of each policy says which rules matched; this module
+combines them (`most_severe` or `first_match`, then across policies), and explains
+each matching rule: the conditions that made it hold, with the values observed.
+Explanations are computed when first read, from the same immutable values, so a
+caller that only needs the verdict does not pay for them, and one that reads them
+gets exactly what was decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import ast
+from .codegen import DivisionByZero, kleene_and, kleene_not, kleene_or
+from .compile import SEVERITY, Atom, CompiledPolicy, FieldRef, Present, RuleInfo, VarRef
+from .format import expr_text
+
+__all__ = [
+    "Condition",
+    "Decision",
+    "DecisionWarning",
+    "Intervention",
+    "Justification",
+    "PolicyDecision",
+    "combine",
+    "decide_policy",
+]
+
+VERDICTS = ("allow", "intervene", "remove")
+MAX_SHOWN_ITEMS = 32
+MAX_SHOWN_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Intervention:
+    name: str
+    arguments: tuple[tuple[str, object], ...]
+    policy: str
+    rule: str
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "arguments": {k: list(v) if isinstance(v, tuple) else v for k, v in self.arguments},
+            "policy": self.policy,
+            "rule": self.rule,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One atomic condition of a rule, whether it held, and the field values it read."""
+
+    expression: str
+    held: bool | None  # None: it could not be evaluated (division by zero)
+    observed: tuple[tuple[str, object], ...]
+
+    def to_dict(self) -> dict:
+        return {"expression": self.expression, "held": self.held, "observed": {k: _shown(v) for k, v in self.observed}}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionWarning:
+    code: str  # "unknown_enum_value" | "division_by_zero"
+    message: str
+    field: str | None = None
+    policy: str | None = None
+    rule: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "field": self.field, "policy": self.policy, "rule": self.rule}
+
+
+class Justification:
+    """Why one rule (or `otherwise`) of one policy matched."""
+
+    __slots__ = ("policy", "version", "rule", "deciding", "_info", "_values", "_conditions")
+
+    def __init__(self, policy: CompiledPolicy, info: RuleInfo, deciding: bool, values: tuple) -> None:
+        self.policy = policy.name
+        self.version = policy.version
+        self.rule = info.name
+        self.deciding = deciding
+        self._info = info
+        self._values = values
+        self._conditions: tuple[Condition, ...] | None = None
+
+    verdict = property(lambda self: self._info.verdict)
+    reason = property(lambda self: self._info.because)
+    citation = property(lambda self: self._info.cite)
+    tags = property(lambda self: self._info.tags)
+    shadow = property(lambda self: self._info.shadow)
+
+    @property
+    def interventions(self) -> tuple[tuple[str, tuple], ...]:
+        return self._info.interventions
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        if self._conditions is None:
+            if self._info.index < 0:
+                self._conditions = ()
+            else:
+                self._conditions = tuple(explain(self._info.condition, self._values))
+        return self._conditions
+
+    def to_dict(self) -> dict:
+        return {
+            "policy": self.policy,
+            "version": self.version,
+            "rule": self.rule,
+            "action": self.verdict,
+            "interventions": [{"name": n, "arguments": {k: list(v) if isinstance(v, tuple) else v for k, v in a}} for n, a in self.interventions],
+            "reason": self.reason,
+            "citation": self.citation,
+            "tags": list(self.tags),
+            "conditions": [c.to_dict() for c in self.conditions],
+            "deciding": self.deciding,
+        }
+
+    def __repr__(self) -> str:
+        return f"Justification({self.policy}.{self.rule}, {self.verdict}, deciding={self.deciding})"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    policy: str
+    version: str | None
+    verdict: str
+    rule: str  # the deciding rule, or "otherwise"
+    justifications: tuple[Justification, ...]  # deciding first, then the other matching rules
+    shadow: tuple[Justification, ...]
+    interventions: tuple[Intervention, ...]
+    warnings: tuple[DecisionWarning, ...]
+
+    @property
+    def matched(self) -> tuple[str, ...]:
+        """Names of the matching non-shadow rules, in file order."""
+        return tuple(sorted((j.rule for j in self.justifications if j.rule != "otherwise"), key=self._order))
+
+    def _order(self, name: str) -> int:
+        return next(j._info.index for j in self.justifications if j.rule == name)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: str
+    policy: str | None  # the policy whose verdict is the overall verdict
+    rule: str | None
+    policies: tuple[PolicyDecision, ...]
+    interventions: tuple[Intervention, ...]
+    justifications: tuple[Justification, ...]  # deciding first
+    shadow: tuple[Justification, ...]
+    warnings: tuple[DecisionWarning, ...]
+    policy_set_hash: str
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "policy": self.policy,
+            "rule": self.rule,
+            "interventions": [i.to_dict() for i in self.interventions],
+            "justifications": [j.to_dict() for j in self.justifications],
+            "shadow": [j.to_dict() for j in self.shadow],
+            "warnings": [w.to_dict() for w in self.warnings],
+            "policies": [
+                {"policy": p.policy, "version": p.version, "verdict": p.verdict, "rule": p.rule} for p in self.policies
+            ],
+            "policy_set_hash": self.policy_set_hash,
+        }
+
+
+def decide_policy(policy: CompiledPolicy, values: tuple, enum_warnings: Sequence[DecisionWarning]) -> PolicyDecision:
+    matched, errored = policy.decide(*values)
+    rules = policy.rules
+    if len(matched) > 1:
+        matched.sort()
+    normal = [i for i in matched if not rules[i].shadow]
+    shadow = [i for i in matched if rules[i].shadow]
+    if not normal:
+        deciding = policy.otherwise
+    elif policy.combine == "first_match":
+        deciding = rules[normal[0]]
+    else:
+        deciding = rules[normal[0]]
+        for i in normal:
+            if rules[i].severity > deciding.severity:
+                deciding = rules[i]
+    verdict = deciding.verdict
+    interventions: list[Intervention] = []
+    if verdict == "intervene":
+        sources = [deciding] if deciding.index < 0 or policy.combine == "first_match" else [rules[i] for i in normal if rules[i].verdict == "intervene"]
+        seen = set()
+        for r in sources:
+            for name, args in r.interventions:
+                if (name, args) not in seen:
+                    seen.add((name, args))
+                    interventions.append(Intervention(name, args, policy.name, r.name))
+    justifications = [Justification(policy, deciding, True, values)]
+    justifications.extend(Justification(policy, rules[i], False, values) for i in normal if rules[i] is not deciding)
+    warnings = list(enum_warnings)
+    if errored:
+        errored.sort()
+        warnings.extend(
+            DecisionWarning(
+                "division_by_zero",
+                f"rule `{rules[i].name}` divides by zero, so it does not match",
+                policy=policy.name,
+                rule=rules[i].name,
+            )
+            for i in errored
+        )
+    return PolicyDecision(
+        policy=policy.name,
+        version=policy.version,
+        verdict=verdict,
+        rule=deciding.name,
+        justifications=tuple(justifications),
+        shadow=tuple(Justification(policy, rules[i], False, values) for i in shadow),
+        interventions=tuple(interventions),
+        warnings=tuple(warnings),
+    )
+
+
+def combine(decisions: Sequence[PolicyDecision], policy_set_hash: str, input_warnings: Sequence[DecisionWarning] = ()) -> Decision:
+    """Several policies on one request: the most severe verdict wins."""
+    top: PolicyDecision | None = None
+    for d in decisions:
+        if top is None or SEVERITY[d.verdict] > SEVERITY[top.verdict]:
+            top = d
+    if top is None:
+        return Decision("allow", None, None, (), (), (), (), tuple(input_warnings), policy_set_hash)
+    justifications = list(top.justifications)
+    shadow: list[Justification] = []
+    interventions: list[Intervention] = []
+    warnings: list[DecisionWarning] = list(input_warnings)
+    for d in decisions:
+        if d is not top:
+            justifications.extend(d.justifications)
+        shadow.extend(d.shadow)
+        if top.verdict == "intervene" and d.verdict == "intervene":
+            interventions.extend(d.interventions)
+        warnings.extend(w for w in d.warnings if w.code != "unknown_enum_value")
+    return Decision(
+        verdict=top.verdict,
+        policy=top.policy,
+        rule=top.rule,
+        policies=tuple(decisions),
+        interventions=tuple(interventions),
+        justifications=tuple(justifications),
+        shadow=tuple(shadow),
+        warnings=tuple(warnings),
+        policy_set_hash=policy_set_hash,
+    )
+
+
+# ---- explanation ------------------------------------------------------------------------
+
+
+def _shown(value: object) -> object:
+    """A JSON-able, bounded rendering of an observed value (sets sorted, long values cut)."""
+    if isinstance(value, (frozenset, set)):
+        value = sorted(value, key=lambda v: (type(v).__name__, v))
+    if isinstance(value, (list, tuple)):
+        items = [_shown(v) for v in value[:MAX_SHOWN_ITEMS]]
+        if len(value) > MAX_SHOWN_ITEMS:
+            items.append(f"... ({len(value) - MAX_SHOWN_ITEMS} more)")
+        return items
+    if isinstance(value, str) and len(value) > MAX_SHOWN_CHARS:
+        return value[:MAX_SHOWN_CHARS] + f"... ({len(value) - MAX_SHOWN_CHARS} more characters)"
+    return value
+
+
+def explain(condition, values: tuple) -> list[Condition]:
+    """The atomic conditions that decided a rule's condition, with observed values."""
+    value = truth(condition, values)
+    out: list[Condition] = []
+    _explain(condition, value, values, out)
+    return out
+
+
+def _explain(e, value: bool | None, values: tuple, out: list[Condition]) -> None:
+    if isinstance(e, ast.BoolOp):
+        parts = [(c, truth(c, values)) for c in e.operands]
+        decisive = False if e.op == "and" else True
+        if value is decisive:  # one operand was enough: show the first that settled it
+            c, v = next((c, v) for c, v in parts if v is decisive)
+            _explain(c, v, values, out)
+        else:  # every operand counted
+            for c, v in parts:
+                _explain(c, v, values, out)
+        return
+    if isinstance(e, ast.Not):
+        _explain(e.operand, kleene_not(value), values, out)
+        return
+    atom: Atom = e
+    observed = tuple((f.dotted, values[f.index]) for f in atom.fields)
+    out.append(Condition(expr_text(atom.expr), value, observed))
+
+
+def truth(e, values: tuple) -> bool | None:
+    """Three-valued truth of a resolved condition (None: division by zero)."""
+    if isinstance(e, ast.BoolOp):
+        parts = [truth(c, values) for c in e.operands]
+        return kleene_and(*parts) if e.op == "and" else kleene_or(*parts)
+    if isinstance(e, ast.Not):
+        return kleene_not(truth(e.operand, values))
+    atom: Atom = e
+    if not isinstance(atom.expr, Present) and any(values[f.index] is None for f in atom.fields if f.field.optional):
+        return False
+    try:
+        return bool(_value(atom.expr, values, {}))
+    except DivisionByZero:
+        return None
+
+
+def _value(e, values: tuple, vars: dict):
+    """A small interpreter for resolved IR, used only to explain decisions."""
+    if isinstance(e, FieldRef):
+        return values[e.index]
+    if isinstance(e, VarRef):
+        return vars[e.name]
+    if isinstance(e, ast.Literal):
+        return e.value
+    if isinstance(e, Present):
+        return values[e.field.index] is not None
+    if isinstance(e, Atom):
+        return _value(e.expr, values, vars)
+    if isinstance(e, ast.BoolOp):
+        if e.op == "and":
+            return all(_value(c, values, vars) for c in e.operands)
+        return any(_value(c, values, vars) for c in e.operands)
+    if isinstance(e, ast.Not):
+        return not _value(e.operand, values, vars)
+    if isinstance(e, ast.Unary):
+        return -_value(e.operand, values, vars)
+    if isinstance(e, ast.Call):
+        arg = _value(e.args[0], values, vars)
+        return len(arg) if e.function == "len" else arg.lower()
+    if isinstance(e, ast.Quantifier):
+        coll = values[e.collection.index]
+        test = all if e.kind == "all" else any
+        return test(_value(e.body, values, {**vars, e.var: item}) for item in coll)
+    op = e.op
+    if op in ("in", "not in") and isinstance(e.right, ast.ListLiteral):
+        hit = _value(e.left, values, vars) in {i.value for i in e.right.items}
+        return hit if op == "in" else not hit
+    a = _value(e.left, values, vars)
+    b = _value(e.right, values, vars)
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    if op == "in":
+        return a in b
+    if op == "not in":
+        return a not in b
+    if op == "contains":
+        return b in a
+    if op == "matches":
+        import re2
+
+        return re2.search(e.right.value, a) is not None
+    if op == "starts_with":
+        return a.startswith(b)
+    if op == "ends_with":
+        return a.endswith(b)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        if b == 0:
+            raise DivisionByZero
+        return a / b
+    raise AssertionError(op)

@@ -1,0 +1,233 @@
+"""PolicySet: a directory of .pol files, checked and compiled, identified by a hash.
+
+The pipeline reads as its stages: parse every file, check the set, analyze it,
+compile each policy, generate its evaluator. A set with errors is never built;
+the diagnostics say why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ast
+from .analyze import analyze
+from .check import Program, check
+from .codegen import generate
+from .compile import CompiledPolicy, compile_policy
+from .diagnostics import Diagnostic, sort_key
+from .evaluate import Decision, DecisionWarning, combine, decide_policy
+from .parse import parse_file
+from .source import Source, Span
+from .types import SchemaInfo
+from .validate import compile_validator
+
+__all__ = ["CheckResult", "LoadError", "PolicyError", "PolicySet", "UnknownPolicyError", "compile_sources", "load", "load_path"]
+
+
+class LoadError(OSError):
+    """The policy files could not be read (missing path, permissions): a usage error."""
+
+
+class PolicyError(Exception):
+    """The policy set has errors; `diagnostics` holds all of them."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = list(diagnostics)
+        errors = [d for d in diagnostics if d.is_error]
+        super().__init__(f"policy set has {len(errors)} error(s); first: {errors[0].span.path}:{errors[0].span.line}: {errors[0].message}" if errors else "policy set has errors")
+
+
+class UnknownPolicyError(KeyError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return f"unknown policy `{self.name}`; loaded: {', '.join(self.known) or 'none'}"
+
+
+@dataclass
+class CheckResult:
+    diagnostics: list[Diagnostic]
+    policy_set: PolicySet | None
+    sources: dict[str, Source] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.policy_set is not None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+
+class PolicySet:
+    """Immutable compiled policies; `evaluate` is pure and thread-safe."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        program: Program,
+        policies: dict[str, CompiledPolicy],
+        diagnostics: list[Diagnostic],
+    ) -> None:
+        self.files = files
+        self.hash = set_hash(files)
+        self.schemas: dict[str, SchemaInfo] = program.schemas
+        self.policies = policies
+        self.tests: list[tuple[ast.Test, str]] = program.tests
+        self.program = program
+        self.diagnostics = diagnostics
+        self._validators = {name: compile_validator(s) for name, s in program.schemas.items()}
+        self._order = tuple(sorted(policies))
+
+    @property
+    def policy_names(self) -> tuple[str, ...]:
+        return self._order
+
+    def evaluate(self, annotations: object, policies: Sequence[str] | None = None) -> Decision:
+        """Decide `annotations` (plain JSON) with the named policies (default: all).
+
+        Raises `InputError` naming each field that breaks a schema, and
+        `UnknownPolicyError` for a policy name that is not loaded.
+        """
+        names = self._order if not policies else policies
+        decisions = []
+        validated: dict[str, tuple] = {}
+        input_warnings: list[DecisionWarning] = []
+        for name in names:
+            p = self.policies.get(name)
+            if p is None:
+                raise UnknownPolicyError(name, self.policies)
+            entry = validated.get(p.schema)
+            if entry is None:
+                values, warns = self._validators[p.schema](annotations)
+                entry = validated[p.schema] = values
+                if warns:
+                    input_warnings.extend(
+                        DecisionWarning("unknown_enum_value", f'"{value}" is not a declared value of `{path}`', field=path)
+                        for path, value in warns
+                    )
+            decisions.append(decide_policy(p, entry, ()))
+        return combine(decisions, self.hash, input_warnings)
+
+    def instrumented(self, policy: str, tick) -> PolicySet:
+        """A copy whose `policy` reports each atom evaluation to `tick(atom_id, value)`."""
+        clone = object.__new__(PolicySet)
+        clone.__dict__.update(self.__dict__)
+        p = self.policies[policy]
+        counted = CompiledPolicy(**{k: getattr(p, k) for k in p.__dataclass_fields__})
+        counted.decide, counted.source = generate(p, len(self.schemas[p.schema].fields), tick)
+        clone.policies = {**self.policies, policy: counted}
+        return clone
+
+
+def set_hash(files: Mapping[str, bytes]) -> str:
+    """SHA-256 over every file's path and bytes, in path order."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        data = files[path]
+        h.update(path.encode("utf-8"))
+        h.update(b"\0")
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return "sha256:" + h.hexdigest()
+
+
+def compile_sources(files: Mapping[str, str | bytes]) -> CheckResult:
+    """Check and compile in-memory sources ({path: text}); never raises on policy errors."""
+    raw = {path: (data.encode("utf-8") if isinstance(data, str) else data) for path, data in files.items()}
+    diagnostics: list[Diagnostic] = []
+    parsed: list[ast.File] = []
+    sources: dict[str, Source] = {}
+    for path in sorted(raw):
+        tree, source, diags = parse_file(path, raw[path])
+        sources[path] = source
+        diagnostics.extend(diags)
+        if tree is not None:
+            if not tree.items:
+                diagnostics.append(Diagnostic("W205", "file defines nothing", Span(source, 0, len(source.text)), help="a .pol file holds schemas, policies, lets or tests"))
+            parsed.append(tree)
+    if any(d.is_error for d in diagnostics):
+        return CheckResult(_final(diagnostics), None, sources)
+    program = check(parsed, diagnostics)
+    if any(d.is_error for d in diagnostics):
+        return CheckResult(_final(diagnostics), None, sources)
+    compiled: dict[str, CompiledPolicy] = {}
+    for name, cp in program.policies.items():
+        policy = compile_policy(cp)
+        policy.decide, policy.source = generate(policy, len(cp.schema.fields))
+        compiled[name] = policy
+    analyze(program, compiled, diagnostics)
+    diagnostics = _final(diagnostics)
+    return CheckResult(diagnostics, PolicySet(raw, program, compiled, diagnostics), sources)
+
+
+def _final(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Sorted by location, each reported once (a top-level let checked per policy)."""
+    seen = set()
+    out = []
+    for d in sorted(diagnostics, key=sort_key):
+        key = (d.code, d.span.path, d.span.start, d.span.end, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def read_files(path: str | os.PathLike) -> dict[str, bytes]:
+    """Every .pol file under a directory (recursively), or one file and what it imports."""
+    root = Path(path)
+    if not root.exists():
+        raise LoadError(f"{path}: no such file or directory")
+    files: dict[str, bytes] = {}
+    try:
+        if root.is_dir():
+            for p in sorted(root.rglob("*.pol")):
+                if p.is_file():
+                    files[p.relative_to(root).as_posix()] = p.read_bytes()
+        else:
+            files[root.name] = root.read_bytes()
+            _read_imports(root, files)
+    except OSError as e:
+        raise LoadError(f"{e.filename or path}: {e.strerror or e}") from e
+    return files
+
+
+def _read_imports(root: Path, files: dict[str, bytes]) -> None:
+    """For a single file: bring in the files it imports, so they resolve as in its directory."""
+    import re
+
+    base = root.parent
+    todo = [root.name]
+    while todo:
+        name = todo.pop()
+        text = files[name].decode("utf-8", errors="replace")
+        for m in re.finditer(r'^\s*import\s+"([^"\\]*)"', text, re.M):
+            target = os.path.normpath(os.path.join(os.path.dirname(name), m.group(1))).replace(os.sep, "/")
+            p = base / target
+            if target not in files and p.is_file():
+                files[target] = p.read_bytes()
+                todo.append(target)
+
+
+def load_path(path: str | os.PathLike) -> CheckResult:
+    """Check and compile the policy set at `path` (directory or file). Raises LoadError."""
+    return compile_sources(read_files(path))
+
+
+def load(path: str | os.PathLike) -> PolicySet:
+    """The compiled policy set at `path`; raises PolicyError (with every diagnostic) on errors."""
+    result = load_path(path)
+    if result.policy_set is None:
+        raise PolicyError(result.diagnostics)
+    return result.policy_set

@@ -1,0 +1,267 @@
+"""Validate: annotations (plain JSON) checked against a schema, before any rule runs.
+
+Each schema gets a generated validator: straight-line Python with one branch per
+field, built from the checked schema only (field names and literals are rendered
+with `repr`, so no policy text is ever executed). It returns the field values in
+schema order, with defaults applied, sets frozen and ints normalised, plus the
+warnings for enum values the schema does not declare. Every violation is
+collected, so a caller fixes all of them in one round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from . import ast
+from .types import FieldInfo, SchemaInfo, Type
+
+__all__ = ["InputError", "Violation", "check_value", "compile_validator", "literal_value", "validate_object"]
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+class Violation(tuple):
+    """(field, description): what is wrong with one annotation."""
+
+    __slots__ = ()
+
+    def __new__(cls, field: str, description: str):
+        return super().__new__(cls, (field, description))
+
+    @property
+    def field(self) -> str:
+        return self[0]
+
+    @property
+    def description(self) -> str:
+        return self[1]
+
+
+class InputError(ValueError):
+    """The annotations break the schema. Each violation names a field."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        self.violations = violations
+        shown = "; ".join(f"{v.field or 'input'}: {v.description}" for v in violations[:10])
+        more = f" (and {len(violations) - 10} more)" if len(violations) > 10 else ""
+        super().__init__(f"annotations do not match the schema: {shown}{more}")
+
+
+def _kind_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a bool", int: "an integer", float: "a number", str: "a string", list: "a list", tuple: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _expected(t: Type) -> str:
+    if t.kind == "enum":
+        return "a string (enum)"
+    if t.kind == "int":
+        return "an integer"
+    if t.kind == "float":
+        return "a number"
+    if t.kind == "bool":
+        return "a bool"
+    if t.kind == "string":
+        return "a string"
+    return f"a list of {_expected(t.element)[2:] if _expected(t.element).startswith('a ') else _expected(t.element)}"
+
+
+def wrong(t: Type, value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if t.kind == "int" and isinstance(value, float):
+        return f"must be an integer, got {value!r}"
+    if t.kind == "int" and type(value) is int:
+        return f"integer {value} is out of range (64-bit)"
+    return f"must be {_expected(t)}, got {_kind_name(value)}"
+
+
+def check_value(t: Type, value: object) -> str | None:
+    """What is wrong with `value` as a `t`, or None. Used for defaults and test inputs."""
+    _, err = _convert(t, value)
+    return err
+
+
+def _convert(t: Type, value: object) -> tuple[object, str | None]:
+    k = t.kind
+    vt = type(value)
+    if k in ("string", "enum"):
+        return (value, None) if vt is str else (None, wrong(t, value))
+    if k == "bool":
+        return (value, None) if vt is bool else (None, wrong(t, value))
+    if k == "int":
+        if vt is int and INT_MIN <= value <= INT_MAX:
+            return value, None
+        if vt is float and math.isfinite(value) and value.is_integer() and INT_MIN <= value <= INT_MAX:
+            return int(value), None
+        return None, wrong(t, value)
+    if k == "float":
+        if vt is float and math.isfinite(value):
+            return value, None
+        if vt is int and INT_MIN <= value <= INT_MAX:
+            return float(value), None
+        return None, wrong(t, value)
+    if vt not in (list, tuple, set, frozenset):
+        return None, wrong(t, value)
+    out = []
+    for i, item in enumerate(value):
+        conv, err = _convert(t.element, item)
+        if err is not None:
+            return None, f"item {i} {err}"
+        out.append(conv)
+    return (frozenset(out) if k == "set" else tuple(out)), None
+
+
+def literal_value(lit: ast.Literal | ast.ListLiteral | ast.ObjectLiteral) -> object:
+    """The plain Python (JSON-like) value of a literal in a default, argument or `given`."""
+    if isinstance(lit, ast.Literal):
+        return lit.value
+    if isinstance(lit, ast.ListLiteral):
+        return [literal_value(i) for i in lit.items]
+    out: dict = {}
+    for path, value in lit.entries:
+        target = out
+        for part in path[:-1]:
+            nxt = target.get(part)
+            if not isinstance(nxt, dict):
+                nxt = target[part] = {}
+            target = nxt
+        target[path[-1]] = literal_value(value)
+    return out
+
+
+def validate_object(schema: SchemaInfo, value: object, strict: bool = False) -> list[Violation]:
+    """Every violation of `value` against `schema`; `strict` also rejects unknown keys."""
+    try:
+        compile_validator(schema)(value)
+        violations: list[Violation] = []
+    except InputError as e:
+        violations = list(e.violations)
+    if strict and isinstance(value, dict):
+        objects = {".".join(f.path[:i]) for f in schema.fields.values() for i in range(1, len(f.path))}
+
+        def walk(obj: dict, prefix: str) -> None:
+            for key, item in obj.items():
+                dotted = f"{prefix}{key}"
+                if dotted in schema.fields:
+                    continue
+                if dotted in objects and isinstance(item, dict):
+                    walk(item, dotted + ".")
+                elif dotted not in objects:
+                    from .diagnostics import did_you_mean
+
+                    guess = did_you_mean(dotted, schema.fields)
+                    violations.append(Violation(dotted, "is not a field of the schema" + (f"; did you mean `{guess}`?" if guess else "")))
+
+        walk(value, "")
+    return violations
+
+
+_CACHE: dict[int, tuple[SchemaInfo, Callable]] = {}
+
+
+def compile_validator(schema: SchemaInfo) -> Callable[[object], tuple[tuple, list | None]]:
+    """The validator function of `schema`: annotations -> (values, warnings or None)."""
+    cached = _CACHE.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    fn = _generate(schema)
+    _CACHE[id(schema)] = (schema, fn)
+    return fn
+
+
+def _generate(schema: SchemaInfo) -> Callable:
+    consts: dict[str, object] = {"InputError": InputError, "Violation": Violation, "_convert": _convert, "_wrong": wrong}
+    lines = [
+        "def validate(a):",
+        "    if type(a) is not dict:",
+        "        raise InputError([Violation('', 'annotations must be an object, got ' + type(a).__name__)])",
+        "    errs = None",
+        "    warns = None",
+    ]
+    # group fields by their parent object so each object is fetched once
+    objects: dict[tuple[str, ...], list[FieldInfo]] = {}
+    for f in schema.fields.values():
+        objects.setdefault(f.path[:-1], []).append(f)
+    fetched: set[tuple[str, ...]] = {()}
+    names: dict[tuple[str, ...], str] = {(): "a"}
+
+    def fetch(path: tuple[str, ...], indent: str) -> None:
+        for i in range(1, len(path) + 1):
+            sub = path[:i]
+            if sub in fetched:
+                continue
+            parent = names[sub[:-1]]
+            var = f"o{len(names)}"
+            names[sub] = var
+            dotted = ".".join(sub)
+            lines.extend(
+                [
+                    f"{indent}{var} = {parent}.get({sub[-1]!r}) if {parent} is not None else None",
+                    f"{indent}if {var} is not None and type({var}) is not dict:",
+                    f"{indent}    errs = (errs or []) + [Violation({dotted!r}, 'must be an object, got ' + _kind({var}))]",
+                    f"{indent}    {var} = None",
+                ]
+            )
+            fetched.add(sub)
+
+    consts["_kind"] = _kind_name
+    for f in sorted(schema.fields.values(), key=lambda f: f.index):
+        fetch(f.path[:-1], "    ")
+        obj = names[f.path[:-1]]
+        v = f"v{f.index}"
+        t = f.type
+        dotted = f.dotted
+        tname = f"_T{f.index}"
+        consts[tname] = t
+        lines.append(f"    {v} = {obj}.get({f.path[-1]!r}) if {obj} is not None else None")
+        lines.append(f"    if {v} is None:")
+        if f.required:
+            lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, 'is required')]")
+        elif f.has_default:
+            consts[f"_D{f.index}"] = f.default
+            lines.append(f"        {v} = _D{f.index}")
+        else:
+            lines.append("        pass")
+        k = t.kind
+        if k in ("string", "bool"):
+            py = "str" if k == "string" else "bool"
+            lines.append(f"    elif type({v}) is not {py}:")
+            lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, _wrong({tname}, {v}))]")
+        elif k == "enum":
+            consts[f"_E{f.index}"] = frozenset(t.values)
+            lines.append(f"    elif type({v}) is not str:")
+            lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, _wrong({tname}, {v}))]")
+            lines.append(f"    elif {v} not in _E{f.index}:")
+            lines.append(f"        warns = (warns or []) + [({dotted!r}, {v})]")
+        elif k == "int":
+            lines.append(f"    elif type({v}) is not int or not {INT_MIN} <= {v} <= {INT_MAX}:")
+            lines.append(f"        {v}, _e = _convert({tname}, {v})")
+            lines.append("        if _e is not None:")
+            lines.append(f"            errs = (errs or []) + [Violation({dotted!r}, _e)]")
+        elif k == "float":
+            lines.append(f"    elif type({v}) is not float or {v} - {v} != 0.0:")
+            lines.append(f"        {v}, _e = _convert({tname}, {v})")
+            lines.append("        if _e is not None:")
+            lines.append(f"            errs = (errs or []) + [Violation({dotted!r}, _e)]")
+        else:
+            lines.append("    else:")
+            lines.append(f"        {v}, _e = _convert({tname}, {v})")
+            lines.append("        if _e is not None:")
+            lines.append(f"            errs = (errs or []) + [Violation({dotted!r}, _e)]")
+            if t.element.kind == "enum":
+                consts[f"_E{f.index}"] = frozenset(t.element.values)
+                lines.append(f"        elif not {v} <= _E{f.index}:" if k == "set" else f"        elif not _E{f.index}.issuperset({v}):")
+                lines.append(f"            warns = (warns or []) + [({dotted!r}, sorted(set({v}) - _E{f.index})[0])]")
+    lines.append("    if errs:")
+    lines.append("        raise InputError(errs)")
+    values = ", ".join(f"v{f.index}" for f in sorted(schema.fields.values(), key=lambda f: f.index))
+    lines.append(f"    return ({values}{',' if len(schema.fields) == 1 else ''}), warns")
+    code = "\n".join(lines)
+    namespace = dict(consts)
+    exec(compile(code, f"<validator {schema.name}>", "exec"), namespace)
+    return namespace["validate"]
