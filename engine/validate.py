@@ -102,8 +102,11 @@ def _convert(t: Type, value: object) -> tuple[object, str | None]:
     if k == "float":
         if vt is float and math.isfinite(value):
             return value, None
-        if vt is int and INT_MIN <= value <= INT_MAX:
-            return float(value), None
+        if vt is int:
+            try:
+                return float(value), None
+            except OverflowError:
+                return None, f"number {str(value)[:20]}... is out of range"
         return None, wrong(t, value)
     if vt not in (list, tuple, set, frozenset):
         return None, wrong(t, value)
