@@ -183,45 +183,50 @@ def _generate(schema: SchemaInfo) -> Callable:
         "def validate(a):",
         "    if type(a) is not dict:",
         "        raise InputError([Violation('', 'annotations must be an object, got ' + type(a).__name__)])",
+        "    get = a.get",
         "    errs = None",
         "    warns = None",
     ]
-    # group fields by their parent object so each object is fetched once
-    objects: dict[tuple[str, ...], list[FieldInfo]] = {}
-    for f in schema.fields.values():
-        objects.setdefault(f.path[:-1], []).append(f)
-    fetched: set[tuple[str, ...]] = {()}
-    names: dict[tuple[str, ...], str] = {(): "a"}
+    fetched: dict[tuple[str, ...], str] = {(): "get"}
 
-    def fetch(path: tuple[str, ...], indent: str) -> None:
-        for i in range(1, len(path) + 1):
-            sub = path[:i]
-            if sub in fetched:
-                continue
-            parent = names[sub[:-1]]
-            var = f"o{len(names)}"
-            names[sub] = var
-            dotted = ".".join(sub)
-            lines.extend(
-                [
-                    f"{indent}{var} = {parent}.get({sub[-1]!r}) if {parent} is not None else None",
-                    f"{indent}if {var} is not None and type({var}) is not dict:",
-                    f"{indent}    errs = (errs or []) + [Violation({dotted!r}, 'must be an object, got ' + _kind({var}))]",
-                    f"{indent}    {var} = None",
-                ]
-            )
-            fetched.add(sub)
+    def getter(path: tuple[str, ...]) -> str:
+        """The local name of the `.get` of the object at `path` (None when absent)."""
+        if path in fetched:
+            return fetched[path]
+        parent = getter(path[:-1])
+        obj = f"o{len(fetched)}"
+        name = f"{obj}get"
+        dotted = ".".join(path)
+        lines.extend(
+            [
+                f"    {obj} = {parent}({path[-1]!r}) if {parent} is not None else None",
+                f"    if {obj} is None:",
+                f"        {name} = None",
+                f"    elif type({obj}) is dict:",
+                f"        {name} = {obj}.get",
+                "    else:",
+                f"        errs = (errs or []) + [Violation({dotted!r}, 'must be an object, got ' + _kind({obj}))]",
+                f"        {name} = None",
+            ]
+        )
+        fetched[path] = name
+        return name
 
     consts["_kind"] = _kind_name
     for f in sorted(schema.fields.values(), key=lambda f: f.index):
-        fetch(f.path[:-1], "    ")
-        obj = names[f.path[:-1]]
+        get = getter(f.path[:-1])
         v = f"v{f.index}"
         t = f.type
         dotted = f.dotted
         tname = f"_T{f.index}"
         consts[tname] = t
-        lines.append(f"    {v} = {obj}.get({f.path[-1]!r}) if {obj} is not None else None")
+        fail = f"errs = (errs or []) + [Violation({dotted!r}, _wrong({tname}, {v}))]"
+        convert = [
+            f"        {v}, _e = _convert({tname}, {v})",
+            "        if _e is not None:",
+            f"            errs = (errs or []) + [Violation({dotted!r}, _e)]",
+        ]
+        lines.append(f"    {v} = {get}({f.path[-1]!r})" if get == "get" else f"    {v} = {get}({f.path[-1]!r}) if {get} is not None else None")
         lines.append(f"    if {v} is None:")
         if f.required:
             lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, 'is required')]")
@@ -232,34 +237,38 @@ def _generate(schema: SchemaInfo) -> Callable:
             lines.append("        pass")
         k = t.kind
         if k in ("string", "bool"):
-            py = "str" if k == "string" else "bool"
-            lines.append(f"    elif type({v}) is not {py}:")
-            lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, _wrong({tname}, {v}))]")
+            lines.append(f"    elif type({v}) is not {'str' if k == 'string' else 'bool'}:")
+            lines.append(f"        {fail}")
         elif k == "enum":
             consts[f"_E{f.index}"] = frozenset(t.values)
             lines.append(f"    elif type({v}) is not str:")
-            lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, _wrong({tname}, {v}))]")
+            lines.append(f"        {fail}")
             lines.append(f"    elif {v} not in _E{f.index}:")
             lines.append(f"        warns = (warns or []) + [({dotted!r}, {v})]")
         elif k == "int":
             lines.append(f"    elif type({v}) is not int or not {INT_MIN} <= {v} <= {INT_MAX}:")
-            lines.append(f"        {v}, _e = _convert({tname}, {v})")
-            lines.append("        if _e is not None:")
-            lines.append(f"            errs = (errs or []) + [Violation({dotted!r}, _e)]")
+            lines.extend(convert)
         elif k == "float":
+            # v - v is 0.0 for every finite float, nan for nan and the infinities
             lines.append(f"    elif type({v}) is not float or {v} - {v} != 0.0:")
-            lines.append(f"        {v}, _e = _convert({tname}, {v})")
-            lines.append("        if _e is not None:")
-            lines.append(f"            errs = (errs or []) + [Violation({dotted!r}, _e)]")
+            lines.extend(convert)
         else:
+            element = t.element
+            py = {"string": "str", "enum": "str", "bool": "bool", "int": "int", "float": "float"}[element.kind]
+            make = "frozenset" if k == "set" else "tuple"
+            # fast path: a list whose items all have the element's exact type (ints range-checked
+            # and floats finiteness-checked by the slow path)
+            fast = f"type({v}) is list and (not {v} or set(map(type, {v})) == {{{py}}})"
+            if element.kind in ("int", "float"):
+                fast = f"type({v}) is list and not {v}"
+            lines.append(f"    elif {fast}:")
+            lines.append(f"        {v} = {make}({v})")
             lines.append("    else:")
-            lines.append(f"        {v}, _e = _convert({tname}, {v})")
-            lines.append("        if _e is not None:")
-            lines.append(f"            errs = (errs or []) + [Violation({dotted!r}, _e)]")
-            if t.element.kind == "enum":
-                consts[f"_E{f.index}"] = frozenset(t.element.values)
-                lines.append(f"        elif not {v} <= _E{f.index}:" if k == "set" else f"        elif not _E{f.index}.issuperset({v}):")
-                lines.append(f"            warns = (warns or []) + [({dotted!r}, sorted(set({v}) - _E{f.index})[0])]")
+            lines.extend(convert)
+            if element.kind == "enum":
+                consts[f"_E{f.index}"] = frozenset(element.values)
+                lines.append(f"    if {v} and not _E{f.index}.issuperset({v}):")
+                lines.append(f"        warns = (warns or []) + [({dotted!r}, sorted(set({v}) - _E{f.index})[0])]")
     lines.append("    if errs:")
     lines.append("        raise InputError(errs)")
     values = ", ".join(f"v{f.index}" for f in sorted(schema.fields.values(), key=lambda f: f.index))
