@@ -22,12 +22,15 @@ def analyze(program: Program, compiled: dict[str, CompiledPolicy], diags: list[D
             if let.name not in cp.used_lets:
                 diags.append(Diagnostic("W203", f"let `{let.name}` is never used", let.name_span, help="remove it, or use it in a rule"))
         policy = compiled[name]
+        written = {r.name: r for r in cp.policy.rules}
         for rule in policy.rules:
             why = contradiction(rule.condition)
             if why:
-                diags.append(Diagnostic("W201", f"rule `{rule.name}` can never match: {why}", rule.span, help="check the condition for a typo"))
+                when = written[rule.name].when if rule.name in written else None
+                span = when.span if when is not None and when.span is not None else rule.span
+                diags.append(Diagnostic("W201", f"rule `{rule.name}` can never match: {why}", span, help="check the condition for a typo"))
         if policy.combine == "first_match":
-            _unreachable(policy, diags)
+            _unreachable(policy, written, diags)
 
 
 def _conjuncts(e) -> list:
@@ -36,7 +39,7 @@ def _conjuncts(e) -> list:
     return [e]
 
 
-def _unreachable(policy: CompiledPolicy, diags: list[Diagnostic]) -> None:
+def _unreachable(policy: CompiledPolicy, written: dict[str, ast.Rule], diags: list[Diagnostic]) -> None:
     earlier: list[RuleInfo] = []
     for rule in policy.rules:
         if rule.shadow:
@@ -48,9 +51,9 @@ def _unreachable(policy: CompiledPolicy, diags: list[Diagnostic]) -> None:
                     Diagnostic(
                         "W202",
                         f"rule `{rule.name}` is unreachable: `{prev.name}` matches whenever it does, and comes first",
-                        rule.span,
+                        written[rule.name].name_span if rule.name in written else rule.span,
                         help="under `combine first_match` the first matching rule decides; move it above, or make it more specific",
-                        notes=(("the earlier rule", prev.span),),
+                        notes=(("the earlier rule", written[prev.name].name_span if prev.name in written else prev.span),),
                     )
                 )
                 break

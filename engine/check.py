@@ -8,13 +8,15 @@ to the diagnostics list; checking goes on after an error so one run reports all.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import re2
 
 from . import ast
-from .diagnostics import Diagnostic, did_you_mean
+from .diagnostics import Diagnostic, clip, did_you_mean
+from .format import expr_text
 from .source import Span
 from .types import BOOL, FLOAT, INT, STRING, FieldInfo, SchemaInfo, Type, assignable, comparable
 from .validate import literal_value, validate_object
@@ -145,7 +147,7 @@ class _Checker:
                 seen.add(v)
             return Type("enum", tuple(dict.fromkeys(t.values)))
         element = self.type_expr(t.element)
-        if element is None:
+        if element is None or t.kind not in ("list", "set"):  # an unknown collection: reported by parse
             return None
         if element.is_collection:
             self.error("E117", "collections of collections are not supported", t.element.span)
@@ -214,7 +216,7 @@ class _Checker:
         seen: dict[str, Span] = {}
         for c in p.clauses:
             if c.keyword in seen:
-                self.error("E106", f"`{c.keyword}` is given twice in policy `{p.name}`", c.span, notes=[("first given here", seen[c.keyword])])
+                self.error("E106", f"policy `{p.name}` has more than one `{c.keyword}`", c.span, notes=[("first given here", seen[c.keyword])])
             else:
                 seen[c.keyword] = c.span
             if c.keyword == "combine" and c.value[0] not in COMBINE_MODES:
@@ -250,9 +252,6 @@ class _Checker:
             if p.otherwise.because is None:
                 self.error("E104", "`otherwise` has no `because`", p.otherwise.span, help='every verdict needs a reason: `otherwise allow because "..."`')
             self.action(p.otherwise.action, ctx)
-        for c in p.clauses:
-            if c.keyword == "otherwise" and c.value is not p.otherwise:
-                self.error("E106", f"policy `{p.name}` has more than one `otherwise`", c.span)
         return checked
 
     def rule(self, r: ast.Rule, ctx: _Context) -> None:
@@ -267,7 +266,12 @@ class _Checker:
         else:
             t = ctx.expr(r.when, frozenset(), {})
             if t is not None and t != BOOL:
-                self.error("E103", f"the condition of rule `{r.name}` must be a bool, found {t}", r.when.span)
+                self.error(
+                    "E103",
+                    f"the condition of rule `{r.name}` must be a bool, found {t}",
+                    r.when.span,
+                    help=f"compare the value, as in `{clip(expr_text(r.when))} >= ...`" if t.is_numeric else "compare the value with `==`, or test it with `contains`, `in` or `has`",
+                )
         if r.action is None:
             self.error("E106", f"rule `{r.name}` has no `then` action", r.name_span, help="add `then allow`, `then remove` or `then intervene <name>`")
         else:
@@ -303,29 +307,67 @@ class _Checker:
             if case.name in names:
                 self.error("E105", f'case "{case.name}" is declared twice in this test', case.span, notes=[("first declared here", names[case.name])])
             names.setdefault(case.name, case.span)
-            for path, message, span in validate_given(checked.schema, case.given):
-                self.error("E112", f'case "{case.name}": {path} {message}', span)
+            problems = validate_given(checked.schema, case.given)
+            # a misspelt field is reported once, as unknown, not also as a missing one
+            misspelt = {m.partition("; did you mean ")[2].rstrip("?") for _, m, _ in problems}
+            for path, message, span in problems:
+                if message == "is required" and path in misspelt:
+                    continue
+                message, _, guess = message.partition("; did you mean ")
+                if guess:
+                    help_ = f"did you mean {guess}"
+                elif message == "is required":
+                    help_ = f"add `{path.strip('`')}: ...` to the `given`, or give the field a default in the schema"
+                else:
+                    help_ = None
+                self.error("E112", f'case "{case.name}": {path} {message}', span, help=help_)
             e = case.expect
-            for name in e.interventions:
-                if name not in interventions:
-                    guess = did_you_mean(name, interventions)
-                    self.error("E116", f"policy `{policy.name}` has no intervention `{name}`", e.span, help=f"did you mean `{name and guess}`?" if guess else None)
             if e.interventions and e.verdict != "intervene":
-                self.error("E116", f"only `expect intervene` names interventions, not `expect {e.verdict}`", e.span)
+                self.error(
+                    "E116",
+                    f"only `expect intervene` names interventions, not `expect {e.verdict}`",
+                    _word_span(e.span, e.interventions[0]),
+                    help=f"write `expect intervene {', '.join(e.interventions)}`, or drop the names",
+                )
+            else:
+                for name in e.interventions:
+                    if name not in interventions:
+                        guess = did_you_mean(name, interventions)
+                        self.error(
+                            "E116",
+                            f"policy `{policy.name}` has no intervention `{name}`",
+                            _word_span(e.span, name),
+                            help=f"did you mean `{guess}`?" if guess else (f"its interventions are {_alternatives(sorted(interventions))}" if interventions else None),
+                        )
             if e.by is None or e.by == "otherwise":
                 if e.by == "otherwise":
                     verdict = policy.otherwise.action.verdict if policy.otherwise else "allow"
                     if verdict != e.verdict:
-                        self.error("E116", f"`otherwise` of `{policy.name}` decides {verdict}, so it cannot decide {e.verdict}", e.by_span)
+                        self.error(
+                            "E116",
+                            f"`otherwise` of `{policy.name}` decides {verdict}, so it cannot decide {e.verdict}",
+                            e.by_span,
+                            help=f"write `expect {verdict} by otherwise`, or name the rule that decides {e.verdict}",
+                        )
                 continue
             rule = rules.get(e.by)
             if rule is None:
                 guess = did_you_mean(e.by, rules)
                 self.error("E116", f"policy `{policy.name}` has no rule `{e.by}`", e.by_span, help=f"did you mean `{guess}`?" if guess else None)
             elif rule.shadow:
-                self.error("E116", f"rule `{e.by}` is a shadow rule: it never decides", e.by_span)
+                self.error(
+                    "E116",
+                    f"rule `{e.by}` is a shadow rule: it never decides",
+                    e.by_span,
+                    help="name the rule (or `otherwise`) that decides, or leave out `by`; `pol test` reports shadow matches apart",
+                )
             elif rule.action is not None and rule.action.verdict != e.verdict:
-                self.error("E116", f"rule `{e.by}` decides {rule.action.verdict}, so it cannot decide {e.verdict}", e.by_span)
+                self.error(
+                    "E116",
+                    f"rule `{e.by}` decides {rule.action.verdict}, so it cannot decide {e.verdict}",
+                    e.by_span,
+                    help=f"write `expect {rule.action.verdict} by {e.by}`, or name the rule that decides {e.verdict}",
+                )
 
 
 def _mentions(expr: ast.Expr, name: str) -> bool:
@@ -442,7 +484,7 @@ class _Context:
         if f is None:
             objects = sorted(k for k in self.schema.fields if k.startswith(dotted + "."))
             if objects:
-                self.error("E101", f"`{dotted}` is an object, not a field", e.span, help=f"did you mean `{objects[0]}`?")
+                self.error("E101", f"`{dotted}` is an object, not a field", e.span, help=f"name one of its fields: {_alternatives(objects)}")
                 return None
             candidates = [*self.schema.fields, *self.lets, *scope]
             guess = did_you_mean(dotted, candidates)
@@ -535,7 +577,7 @@ class _Context:
         guess = did_you_mean(lit.value, t.values)
         self.error(
             "E102",
-            f'"{lit.value}" is not a value of {t}',
+            f'"{clip(lit.value)}" is not a value of {t}',
             lit.span,
             help=f'did you mean "{guess}"?' if guess else f"the values are: {', '.join(repr(v).replace(chr(39), chr(34)) for v in t.values)}",
         )
@@ -563,7 +605,7 @@ class _Context:
             return BOOL if op not in "+-*/" else None
         if op in ("==", "!="):
             if not comparable(left, right):
-                self.error("E103", f"cannot compare {left} with {right}", e.span, help=_compare_help(left, right))
+                self.error("E103", f"cannot compare {left} with {right}", e.span, help=_compare_help(e, left, right))
             self.enum_literal(left, e.right)
             self.enum_literal(right, e.left)
             return BOOL
@@ -597,10 +639,9 @@ class _Context:
             if not (isinstance(e.right, ast.Literal) and e.right.kind == "string"):
                 self.error("E103", "the pattern of `matches` must be a string literal", e.right.span, help="patterns are checked when the policy compiles")
             else:
-                try:
-                    re2.compile(e.right.value)
-                except re2.error as err:
-                    self.error("E108", f"invalid regular expression: {err}", e.right.span, help="patterns use RE2 syntax: no backreferences or lookaround")
+                problem = regex_problem(e.right.value)
+                if problem is not None:
+                    self.error("E108", f"invalid regular expression: {problem[0]}", e.right.span, help=problem[1])
             return BOOL
         if op in ("starts_with", "ends_with"):
             if not (left.is_stringy and right.is_stringy):
@@ -636,7 +677,78 @@ class _Context:
         return STRING
 
 
-def _compare_help(a: Type, b: Type) -> str | None:
+def _compare_help(e: ast.Binary, a: Type, b: Type) -> str | None:
+    """How to fix `a == b` between types that never compare equal."""
     if {a.kind, b.kind} & {"list", "set"}:
         return "use `in` or `contains` to test membership"
+    for side, t, other in ((e.left, a, e.right), (e.right, b, e.left)):
+        if not (isinstance(other, ast.Literal) and not isinstance(side, ast.Literal)):
+            continue
+        shown = clip(expr_text(side))
+        if t.is_numeric and other.kind == "string":
+            if _is_number(other.value):
+                return f"`{shown}` is a number: write `{other.value}` without quotes"
+            return f"`{shown}` is a number: compare it with a number, such as `0.8`"
+        if t.kind == "bool":
+            return f"`{shown}` is a bool: compare it with `true` or `false`, or test it on its own"
+        if t.is_stringy:
+            return f"`{shown}` is a string: compare it with a string in double quotes"
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _alternatives(names: list[str], limit: int = 4) -> str:
+    """`a`, `b` or `c` (and how many more)."""
+    shown = [f"`{n}`" for n in names[:limit]]
+    more = len(names) - limit
+    if more > 0:
+        return ", ".join(shown) + f" or {more} more"
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def _word_span(span: Span, word: str) -> Span:
+    """The first whole-word `word` inside `span` (after its first word), or `span` itself."""
+    m = re.compile(rf"(?<![a-z0-9_]){re.escape(word)}(?![a-z0-9_])").search(span.text, 1)
+    if m is None:
+        return span
+    return Span(span.source, span.start + m.start(), span.start + m.end())
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is reported as a diagnostic, not on stderr
+
+
+def regex_problem(pattern: str) -> tuple[str, str] | None:
+    """What is wrong with an RE2 pattern, as (message, help), or None when it compiles."""
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as err:
+        raw = err.args[0] if err.args else ""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    else:
+        return None
+    reason, _, fragment = text.partition(": ")
+    fragment = clip(fragment)
+    escape_help = "in a pol string a regex backslash is written `\\\\` (`\\\\d` for a digit)"
+    if reason == "invalid perl operator":
+        return f"`{fragment}` is not supported", "RE2 has no lookahead, lookbehind or backreferences; match the text itself, or split the test with `and`"
+    if reason == "invalid escape sequence":
+        if fragment[1:].isdigit():
+            return f"backreference `{fragment}` is not supported", "RE2 has no backreferences"
+        return f"unknown escape `{fragment}`", escape_help
+    if reason == "missing )":
+        return f"missing `)` in `{fragment}`", "close every `(`; a literal parenthesis is `\\\\(`"
+    if reason == "unexpected )":
+        return f"unmatched `)` in `{fragment}`", "a literal parenthesis is `\\\\)`"
+    if reason == "missing ]":
+        return f"missing `]` in `{fragment}`", "close every `[`; a literal bracket is `\\\\[`"
+    if "repetition" in reason:
+        return f"{reason} `{fragment}`", "`*`, `+`, `?` and `{n,m}` follow what they repeat, once; counts go up to 1000"
+    return (f"{reason} in `{fragment}`" if fragment else reason), "patterns use RE2 syntax"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import enum
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .source import Span
 
-__all__ = ["CODES", "Diagnostic", "Severity", "did_you_mean", "render", "render_all", "sort_key"]
+__all__ = ["CODES", "MAX_LINE", "Diagnostic", "Severity", "clip", "did_you_mean", "render", "render_all", "sort_key"]
 
 
 class Severity(enum.Enum):
@@ -104,22 +105,64 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+#: Longest source line shown whole; a longer one is cut to a window around the span.
+MAX_LINE = 120
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """`text` cut to `limit` characters with `...`, for user text quoted in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cell_width(text: str) -> int:
+    """Terminal columns `text` takes: wide East Asian characters take two, combining marks none."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+_CONTROL = {i: " " for i in [*range(0x20), 0x7F] if i != 0x09}
+
+
+def _window(text: str, start: int, end: int) -> tuple[str, str]:
+    """The source line to show and the caret line under characters [start, end).
+
+    A line longer than MAX_LINE is cut to a window of MAX_LINE characters around
+    `start`, marked with `...` on the side(s) cut; the carets stay under the span.
+    """
+    text = text.expandtabs(1).translate(_CONTROL)  # one column per character, nothing that moves the cursor
+    lo, hi = 0, len(text)
+    if len(text) > MAX_LINE:
+        lo = max(0, start - MAX_LINE // 3)
+        hi = min(len(text), lo + MAX_LINE)
+        lo = max(0, hi - MAX_LINE)
+    end = max(min(end, hi), start + 1)
+    prefix = "..." if lo > 0 else ""
+    suffix = "..." if hi < len(text) else ""
+    shown = prefix + text[lo:hi] + suffix
+    pad = len(prefix) + _cell_width(text[lo:start])
+    carets = max(1, _cell_width(text[start:end]))
+    return shown, " " * pad + "^" * carets
+
+
 def render(d: Diagnostic) -> str:
-    """`path:line:col: severity[CODE]: message`, the source line, a caret line, help."""
+    """`path:line:col: severity[CODE]: message`, the source line, a caret line, notes, help."""
     src = d.span.source
     line, col = src.line_col(d.span.start)
     text = src.line_text(line)
     end_line, end_col = src.line_col(d.span.end)
-    width = (end_col - col) if end_line == line else len(text) - col + 1
-    width = max(1, width)
+    end = end_col - 1 if end_line == line else len(text)
+    shown, carets = _window(text, col - 1, end)
     gutter = str(line)
     pad = " " * len(gutter)
-    shown = text.expandtabs(1)
     out = [
         f"{d.span.path}:{line}:{col}: {d.severity.value}[{d.code}]: {d.message}",
         f"{pad} |",
-        f"{gutter} | {shown}",
-        f"{pad} | {' ' * (col - 1)}{'^' * width}",
+        f"{gutter} | {shown}".rstrip(),
+        f"{pad} | {carets}",
     ]
     for note, span in d.notes:
         nline, ncol = span.source.line_col(span.start)

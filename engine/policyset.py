@@ -149,15 +149,17 @@ def compile_sources(files: Mapping[str, str | bytes]) -> CheckResult:
     diagnostics: list[Diagnostic] = []
     parsed: list[ast.File] = []
     sources: dict[str, Source] = {}
+    unparsed = False
     for path in sorted(raw):
         tree, source, diags = parse_file(path, raw[path])
         sources[path] = source
         diagnostics.extend(diags)
+        unparsed = unparsed or tree is None
         if tree is not None:
             if not tree.items:
                 diagnostics.append(Diagnostic("W205", "file defines nothing", Span(source, 0, len(source.text)), help="a .pol file holds schemas, policies, lets or tests"))
             parsed.append(tree)
-    if any(d.is_error for d in diagnostics):
+    if unparsed:  # syntax errors: names in the broken files are unknown, so checking would cascade
         return CheckResult(_final(diagnostics), None, sources)
     program = check(parsed, diagnostics)
     if any(d.is_error for d in diagnostics):
