@@ -110,6 +110,8 @@ def _convert(t: Type, value: object) -> tuple[object, str | None]:
         return None, wrong(t, value)
     if vt not in (list, tuple, set, frozenset):
         return None, wrong(t, value)
+    if t.element.kind in ("string", "enum") and set(map(type, value)) <= {str}:
+        return (frozenset(value) if k == "set" else tuple(value)), None
     out = []
     for i, item in enumerate(value):
         conv, err = _convert(t.element, item)
@@ -177,8 +179,45 @@ def compile_validator(schema: SchemaInfo) -> Callable[[object], tuple[tuple, lis
     return fn
 
 
+def _fixer(f: FieldInfo) -> Callable[[object], tuple[object, str | None, tuple | None]]:
+    """The slow path of one field: absent, defaulted, converted, wrong, or an unknown enum value."""
+    t = f.type
+    enum = frozenset(t.values) if t.kind == "enum" else None
+    element_enum = frozenset(t.element.values) if t.is_collection and t.element.kind == "enum" else None
+
+    def fix(value: object) -> tuple[object, str | None, tuple | None]:
+        if value is None:
+            return (f.default if f.has_default else None), ("is required" if f.required else None), None
+        converted, error = _convert(t, value)
+        if error is not None:
+            return None, error, None
+        if enum is not None and converted not in enum:
+            return converted, None, (f.dotted, converted)
+        if element_enum is not None and not element_enum.issuperset(converted):
+            return converted, None, (f.dotted, sorted(set(converted) - element_enum)[0])
+        return converted, None, None
+
+    return fix
+
+
+def _fast_check(f: FieldInfo, v: str) -> str:
+    """A cheap test that is true exactly when `v` is already a valid, final value."""
+    k = f.type.kind
+    if k == "string":
+        return f"type({v}) is str"
+    if k == "bool":
+        return f"type({v}) is bool"
+    if k == "enum":
+        return f"type({v}) is str and {v} in _E{f.index}"
+    if k == "int":
+        return f"type({v}) is int and {INT_MIN} <= {v} <= {INT_MAX}"
+    if k == "float":
+        return f"type({v}) is float and {v} - {v} == 0.0"  # v - v is nan for nan and the infinities
+    return "False"  # collections always convert (to a tuple or frozenset)
+
+
 def _generate(schema: SchemaInfo) -> Callable:
-    consts: dict[str, object] = {"InputError": InputError, "Violation": Violation, "_convert": _convert, "_wrong": wrong}
+    consts: dict[str, object] = {"InputError": InputError, "Violation": Violation, "_kind": _kind_name, "_NOGET": {}.get}
     lines = [
         "def validate(a):",
         "    if type(a) is not dict:",
@@ -190,85 +229,52 @@ def _generate(schema: SchemaInfo) -> Callable:
     fetched: dict[tuple[str, ...], str] = {(): "get"}
 
     def getter(path: tuple[str, ...]) -> str:
-        """The local name of the `.get` of the object at `path` (None when absent)."""
+        """The local name of the `.get` of the object at `path` (an empty dict's when absent)."""
         if path in fetched:
             return fetched[path]
         parent = getter(path[:-1])
         obj = f"o{len(fetched)}"
         name = f"{obj}get"
-        dotted = ".".join(path)
         lines.extend(
             [
-                f"    {obj} = {parent}({path[-1]!r}) if {parent} is not None else None",
-                f"    if {obj} is None:",
-                f"        {name} = None",
-                f"    elif type({obj}) is dict:",
+                f"    {obj} = {parent}({path[-1]!r})",
+                f"    if type({obj}) is dict:",
                 f"        {name} = {obj}.get",
                 "    else:",
-                f"        errs = (errs or []) + [Violation({dotted!r}, 'must be an object, got ' + _kind({obj}))]",
-                f"        {name} = None",
+                f"        {name} = _NOGET",
+                f"        if {obj} is not None:",
+                f"            errs = (errs or []) + [Violation({'.'.join(path)!r}, 'must be an object, got ' + _kind({obj}))]",
             ]
         )
         fetched[path] = name
         return name
 
-    consts["_kind"] = _kind_name
     for f in sorted(schema.fields.values(), key=lambda f: f.index):
         get = getter(f.path[:-1])
         v = f"v{f.index}"
-        t = f.type
-        dotted = f.dotted
-        tname = f"_T{f.index}"
-        consts[tname] = t
-        fail = f"errs = (errs or []) + [Violation({dotted!r}, _wrong({tname}, {v}))]"
-        convert = [
-            f"        {v}, _e = _convert({tname}, {v})",
-            "        if _e is not None:",
-            f"            errs = (errs or []) + [Violation({dotted!r}, _e)]",
-        ]
-        lines.append(f"    {v} = {get}({f.path[-1]!r})" if get == "get" else f"    {v} = {get}({f.path[-1]!r}) if {get} is not None else None")
-        lines.append(f"    if {v} is None:")
-        if f.required:
-            lines.append(f"        errs = (errs or []) + [Violation({dotted!r}, 'is required')]")
-        elif f.has_default:
+        consts[f"_F{f.index}"] = _fixer(f)
+        if f.type.kind == "enum":
+            consts[f"_E{f.index}"] = frozenset(f.type.values)
+        lines.append(f"    {v} = {get}({f.path[-1]!r})")
+        fast = _fast_check(f, v)
+        if f.has_default:
             consts[f"_D{f.index}"] = f.default
+            lines.append(f"    if {v} is None:")
             lines.append(f"        {v} = _D{f.index}")
+            lines.append(f"    elif not ({fast}):" if fast != "False" else "    else:")
+        elif f.optional:
+            lines.append(f"    if {v} is not None and not ({fast}):")
         else:
-            lines.append("        pass")
-        k = t.kind
-        if k in ("string", "bool"):
-            lines.append(f"    elif type({v}) is not {'str' if k == 'string' else 'bool'}:")
-            lines.append(f"        {fail}")
-        elif k == "enum":
-            consts[f"_E{f.index}"] = frozenset(t.values)
-            lines.append(f"    elif type({v}) is not str:")
-            lines.append(f"        {fail}")
-            lines.append(f"    elif {v} not in _E{f.index}:")
-            lines.append(f"        warns = (warns or []) + [({dotted!r}, {v})]")
-        elif k == "int":
-            lines.append(f"    elif type({v}) is not int or not {INT_MIN} <= {v} <= {INT_MAX}:")
-            lines.extend(convert)
-        elif k == "float":
-            # v - v is 0.0 for every finite float, nan for nan and the infinities
-            lines.append(f"    elif type({v}) is not float or {v} - {v} != 0.0:")
-            lines.extend(convert)
-        else:
-            element = t.element
-            py = {"string": "str", "enum": "str", "bool": "bool", "int": "int", "float": "float"}[element.kind]
-            make = "frozenset" if k == "set" else "tuple"
-            # fast path: a list whose items all have the element's exact type (ints range-checked
-            # and floats finiteness-checked by the slow path)
-            fast = f"type({v}) is list and (not {v} or set(map(type, {v})) == {{{py}}})"
-            if element.kind in ("int", "float"):
-                fast = f"type({v}) is list and not {v}"
-            lines.append(f"    elif {fast}:")
-            lines.append(f"        {v} = {make}({v})")
-            lines.append("    else:")
-            lines.extend(convert)
-            if element.kind == "enum":
-                consts[f"_E{f.index}"] = frozenset(element.values)
-                lines.append(f"    if {v} and not _E{f.index}.issuperset({v}):")
-                lines.append(f"        warns = (warns or []) + [({dotted!r}, sorted(set({v}) - _E{f.index})[0])]")
+            lines.append(f"    if not ({fast}):")
+        lines.extend(
+            [
+                f"        {v}, _e, _w = _F{f.index}({v})",
+                "        if _e is not None:",
+                f"            errs = (errs or []) + [Violation({f.dotted!r}, _e)]",
+                "        elif _w is not None:",
+                "            warns = (warns or []) + [_w]",
+            ]
+        )
     lines.append("    if errs:")
     lines.append("        raise InputError(errs)")
     values = ", ".join(f"v{f.index}" for f in sorted(schema.fields.values(), key=lambda f: f.index))
