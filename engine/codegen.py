@@ -20,7 +20,7 @@ from collections.abc import Callable
 import re2
 
 from . import ast
-from .compile import Atom, CompiledPolicy, Dispatch, FieldRef, Leaf, Node, Present, Seq, VarRef
+from .compile import Atom, CompiledPolicy, Dispatch, FieldRef, Leaf, Node, Present, Seq, VarRef, _may_error, optional_reads
 
 __all__ = ["DivisionByZero", "generate", "kleene_and", "kleene_not", "kleene_or"]
 
@@ -35,6 +35,35 @@ def _div(a, b):
     if b == 0:
         raise DivisionByZero
     return a / b
+
+
+def _any3(body: Callable[[object], object], items) -> bool:
+    """`any` whose body may divide by zero: true when some element satisfies it, whatever
+    the others do; else a division by zero if one divided; else false. Never order-dependent."""
+    error = False
+    for item in items:
+        try:
+            if body(item):
+                return True
+        except DivisionByZero:
+            error = True
+    if error:
+        raise DivisionByZero
+    return False
+
+
+def _all3(body: Callable[[object], object], items) -> bool:
+    """`all` whose body may divide by zero: false when some element fails it, whatever the others do."""
+    error = False
+    for item in items:
+        try:
+            if not body(item):
+                return False
+        except DivisionByZero:
+            error = True
+    if error:
+        raise DivisionByZero
+    return True
 
 
 def _guarded(fn: Callable[[], bool]) -> bool | None:
@@ -70,6 +99,8 @@ class _Gen:
             "_U": _UNSET,
             "_div": _div,
             "_guarded": _guarded,
+            "_any3": _any3,
+            "_all3": _all3,
             "_and3": kleene_and,
             "_or3": kleene_or,
             "_not3": kleene_not,
@@ -110,6 +141,8 @@ class _Gen:
             self.var_counter += 1
             var = f"q{self.var_counter}"
             body = self.boolean_plain(e.body, {**vars, e.var: var})
+            if _may_error(e.body):  # an error in one element must not hide another that settles it
+                return f"_{e.kind}3(lambda {var}: {body}, v{e.collection.index})"
             return f"{e.kind}({body} for {var} in v{e.collection.index})"
         if isinstance(e, ast.Binary):
             return self.binary(e, vars)
@@ -124,8 +157,13 @@ class _Gen:
         if isinstance(e, ast.Not):
             return f"(not {self.boolean_plain(e.operand, vars)})"
         if isinstance(e, Atom):
-            return self.value(e.expr, vars)
-        return self.value(e, vars)
+            e = e.expr
+        return self.guard(e, self.value(e, vars))
+
+    def guard(self, e, code: str) -> str:
+        """`code` for predicate `e`, false when an optional field it reads is absent."""
+        missing = [f"v{f.index} is not None" for f in optional_reads(e)]
+        return f"({' and '.join(missing)} and {code})" if missing else code
 
     def binary(self, e: ast.Binary, vars: dict[str, str]) -> str:
         op = e.op
@@ -152,12 +190,8 @@ class _Gen:
         raise AssertionError(op)
 
     def atom_value(self, a: Atom) -> str:
-        """The atom's raw computation: optional fields missing make it False."""
-        code = self.value(a.expr, {})
-        if not isinstance(a.expr, Present):
-            missing = [f"v{f.index} is not None" for f in a.fields if f.field.optional]
-            if missing:
-                code = f"({' and '.join(missing)} and {code})"
+        """The atom's raw computation: an absent optional field it reads makes it False."""
+        code = self.guard(a.expr, self.value(a.expr, {}))
         if a.may_error:
             code = f"_guarded(lambda: {code})"
         if self.instrument:

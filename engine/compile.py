@@ -34,6 +34,7 @@ __all__ = [
     "VarRef",
     "compile_policy",
     "compile_program",
+    "optional_reads",
 ]
 
 SEVERITY = {"allow": 0, "intervene": 1, "remove": 2}
@@ -234,6 +235,31 @@ def _fields(e: IR) -> list[FieldRef]:
 
 def _may_error(e: IR) -> bool:
     return any(isinstance(x, ast.Binary) and x.op == "/" for x in _walk(e))
+
+
+def optional_reads(e: IR) -> tuple[FieldRef, ...]:
+    """The optional fields predicate `e` reads itself: a predicate that reads an absent one is false.
+
+    Reads under `has`, and under nested `and`/`or`/`not` or a quantifier's body, do not
+    count: those are predicates of their own and judge their own reads. So `has f == false`
+    holds when `f` is absent, and so does `all x in xs: (not (has f and f > x))`.
+    """
+    seen: dict[int, FieldRef] = {}
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, FieldRef):
+            if x.field.optional:
+                seen.setdefault(x.index, x)
+        elif isinstance(x, ast.Binary):
+            stack.extend((x.right, x.left))
+        elif isinstance(x, ast.Unary):
+            stack.append(x.operand)
+        elif isinstance(x, ast.Call):
+            stack.extend(reversed(x.args))
+        elif isinstance(x, ast.Quantifier):
+            stack.append(x.collection)
+    return tuple(seen.values())
 
 
 def _conjuncts(e: IR) -> list[IR]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import ast
 from .codegen import DivisionByZero, kleene_and, kleene_not, kleene_or
-from .compile import SEVERITY, Atom, CompiledPolicy, FieldRef, Present, RuleInfo, VarRef
+from .compile import SEVERITY, Atom, CompiledPolicy, FieldRef, Present, RuleInfo, VarRef, optional_reads
 from .format import expr_text
 
 __all__ = [
@@ -196,8 +196,9 @@ def decide_policy(policy: CompiledPolicy, values: tuple, enum_warnings: Sequence
         seen = set()
         for r in sources:
             for name, args in r.interventions:
-                if (name, args) not in seen:
-                    seen.add((name, args))
+                key = (name, _arguments_key(args))
+                if key not in seen:
+                    seen.add(key)
                     interventions.append(Intervention(name, args, policy.name, r.name))
     justifications = [Justification(policy, deciding, True, values)]
     justifications.extend(Justification(policy, rules[i], False, values) for i in normal if rules[i] is not deciding)
@@ -223,6 +224,21 @@ def decide_policy(policy: CompiledPolicy, values: tuple, enum_warnings: Sequence
         interventions=tuple(interventions),
         warnings=tuple(warnings),
     )
+
+
+def _arguments_key(args: tuple[tuple[str, object], ...]) -> frozenset:
+    """When two interventions are the same: same arguments, in any order; `1` is `1.0`, not `true`."""
+
+    def canon(v: object) -> object:
+        if isinstance(v, bool):
+            return ("bool", v)
+        if isinstance(v, (int, float)):
+            return ("num", v)
+        if isinstance(v, tuple):
+            return ("list", tuple(canon(i) for i in v))
+        return ("str", v)
+
+    return frozenset((k, canon(v)) for k, v in args)
 
 
 def combine(decisions: Sequence[PolicyDecision], policy_set_hash: str, input_warnings: Sequence[DecisionWarning] = ()) -> Decision:
@@ -309,12 +325,17 @@ def truth(e, values: tuple) -> bool | None:
     if isinstance(e, ast.Not):
         return kleene_not(truth(e.operand, values))
     atom: Atom = e
-    if not isinstance(atom.expr, Present) and any(values[f.index] is None for f in atom.fields if f.field.optional):
-        return False
     try:
-        return bool(_value(atom.expr, values, {}))
+        return _predicate(atom.expr, values, {})
     except DivisionByZero:
         return None
+
+
+def _predicate(e, values: tuple, vars: dict) -> bool:
+    """A boolean inside an atom: false when it reads an absent optional field (see `optional_reads`)."""
+    if not isinstance(e, (ast.BoolOp, ast.Not)) and any(values[f.index] is None for f in optional_reads(e)):
+        return False
+    return bool(_value(e, values, vars))
 
 
 def _value(e, values: tuple, vars: dict):
@@ -331,19 +352,27 @@ def _value(e, values: tuple, vars: dict):
         return _value(e.expr, values, vars)
     if isinstance(e, ast.BoolOp):
         if e.op == "and":
-            return all(_value(c, values, vars) for c in e.operands)
-        return any(_value(c, values, vars) for c in e.operands)
+            return all(_predicate(c, values, vars) for c in e.operands)
+        return any(_predicate(c, values, vars) for c in e.operands)
     if isinstance(e, ast.Not):
-        return not _value(e.operand, values, vars)
+        return not _predicate(e.operand, values, vars)
     if isinstance(e, ast.Unary):
         return -_value(e.operand, values, vars)
     if isinstance(e, ast.Call):
         arg = _value(e.args[0], values, vars)
         return len(arg) if e.function == "len" else arg.lower()
     if isinstance(e, ast.Quantifier):
-        coll = values[e.collection.index]
-        test = all if e.kind == "all" else any
-        return test(_value(e.body, values, {**vars, e.var: item}) for item in coll)
+        settle = e.kind == "any"  # the element result that settles the quantifier (as codegen's _any3/_all3)
+        error = False
+        for item in values[e.collection.index]:
+            try:
+                if _predicate(e.body, values, {**vars, e.var: item}) is settle:
+                    return settle
+            except DivisionByZero:
+                error = True
+        if error:
+            raise DivisionByZero
+        return not settle
     op = e.op
     if op in ("in", "not in") and isinstance(e.right, ast.ListLiteral):
         hit = _value(e.left, values, vars) in {i.value for i in e.right.items}
