@@ -141,6 +141,7 @@ class CompiledPolicy:
     atoms: tuple[Atom, ...]
     tree: Node
     path: str
+    ranks: tuple[int, ...] = ()  # severity of each rule; -1 for shadow rules
     source: str = ""
     decide: object = None  # set by codegen: (*values) -> (matched rule indices, errored rule indices)
 
@@ -384,6 +385,7 @@ def compile_policy(cp: CheckedPolicy) -> CompiledPolicy:
         atoms=tuple(sorted(resolver.atoms.values(), key=lambda a: a.id)),
         tree=tree,
         path=cp.path,
+        ranks=tuple(-1 if r.shadow else r.severity for r in infos),
     )
 
 

@@ -25,7 +25,6 @@ __all__ = [
     "Intervention",
     "Justification",
     "PolicyDecision",
-    "combine",
     "decide_policy",
 ]
 
@@ -125,37 +124,164 @@ class Justification:
         return f"Justification({self.policy}.{self.rule}, {self.verdict}, deciding={self.deciding})"
 
 
-@dataclass(frozen=True, slots=True)
+_UNREAD = object()
+
+
 class PolicyDecision:
-    policy: str
-    version: str | None
-    verdict: str
-    rule: str  # the deciding rule, or "otherwise"
-    justifications: tuple[Justification, ...]  # deciding first, then the other matching rules
-    shadow: tuple[Justification, ...]
-    interventions: tuple[Intervention, ...]
-    warnings: tuple[DecisionWarning, ...]
+    """One policy's decision.
+
+    The verdict and the deciding rule are settled when it is made; justifications,
+    interventions and warnings are built from the same immutable inputs when first read.
+    """
+
+    __slots__ = ("verdict", "_compiled", "_values", "_matched", "_errored", "_deciding", "_built")
+
+    def __init__(self, compiled: CompiledPolicy, values: tuple, matched: list[int], errored: list[int], deciding: RuleInfo) -> None:
+        self.verdict = deciding.verdict
+        self._compiled = compiled
+        self._values = values
+        self._matched = matched
+        self._errored = errored
+        self._deciding = deciding
+        self._built = None
+
+    @property
+    def policy(self) -> str:
+        return self._compiled.name
+
+    @property
+    def rule(self) -> str:
+        """The deciding rule, or "otherwise"."""
+        return self._deciding.name
+
+    @property
+    def version(self) -> str | None:
+        return self._compiled.version
 
     @property
     def matched(self) -> tuple[str, ...]:
         """Names of the matching non-shadow rules, in file order."""
-        return tuple(sorted((j.rule for j in self.justifications if j.rule != "otherwise"), key=self._order))
+        rules = self._compiled.rules
+        return tuple(rules[i].name for i in self._matched if not rules[i].shadow)
 
-    def _order(self, name: str) -> int:
-        return next(j._info.index for j in self.justifications if j.rule == name)
+    @property
+    def justifications(self) -> tuple[Justification, ...]:
+        """The deciding rule first, then the other matching rules in file order."""
+        return self._build()[0]
+
+    @property
+    def shadow(self) -> tuple[Justification, ...]:
+        return self._build()[1]
+
+    @property
+    def interventions(self) -> tuple[Intervention, ...]:
+        return self._build()[2]
+
+    @property
+    def warnings(self) -> tuple[DecisionWarning, ...]:
+        return self._build()[3]
+
+    def _build(self) -> tuple:
+        if self._built is not None:
+            return self._built
+        policy, values, deciding = self._compiled, self._values, self._deciding
+        rules = policy.rules
+        normal = [rules[i] for i in self._matched if not rules[i].shadow]
+        interventions: list[Intervention] = []
+        if deciding.verdict == "intervene":
+            sources = [deciding] if deciding.index < 0 or policy.combine == "first_match" else [r for r in normal if r.verdict == "intervene"]
+            seen = set()
+            for r in sources:
+                for name, args in r.interventions:
+                    key = (name, _arguments_key(args))
+                    if key not in seen:
+                        seen.add(key)
+                        interventions.append(Intervention(name, args, policy.name, r.name))
+        justifications = [Justification(policy, deciding, True, values)]
+        justifications.extend(Justification(policy, r, False, values) for r in normal if r is not deciding)
+        shadow = tuple(Justification(policy, rules[i], False, values) for i in self._matched if rules[i].shadow)
+        warnings = tuple(
+            DecisionWarning(
+                "division_by_zero",
+                f"rule `{rules[i].name}` divides by zero, so it does not match",
+                policy=policy.name,
+                rule=rules[i].name,
+            )
+            for i in sorted(self._errored)
+        )
+        self._built = (tuple(justifications), shadow, tuple(interventions), warnings)
+        return self._built
+
+    def __repr__(self) -> str:
+        return f"PolicyDecision({self.policy}: {self.verdict} by {self.rule})"
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    verdict: str
-    policy: str | None  # the policy whose verdict is the overall verdict
-    rule: str | None
-    policies: tuple[PolicyDecision, ...]
-    interventions: tuple[Intervention, ...]
-    justifications: tuple[Justification, ...]  # deciding first
-    shadow: tuple[Justification, ...]
-    warnings: tuple[DecisionWarning, ...]
-    policy_set_hash: str
+    """The answer for one item: a verdict, and everything that justifies it.
+
+    `verdict`, `policy` and `rule` are settled at once; the rest is assembled from
+    the per-policy decisions when first read (and is the same whenever it is read).
+    """
+
+    __slots__ = ("verdict", "policies", "policy_set_hash", "_input_warnings", "_top", "_built")
+
+    def __init__(self, policies: tuple[PolicyDecision, ...], policy_set_hash: str, input_warnings: tuple[DecisionWarning, ...] = ()) -> None:
+        top: PolicyDecision | None = policies[0] if policies else None
+        for d in policies[1:]:
+            if SEVERITY[d.verdict] > SEVERITY[top.verdict]:
+                top = d
+        self.verdict = top.verdict if top is not None else "allow"
+        self.policies = policies
+        self.policy_set_hash = policy_set_hash
+        self._input_warnings = input_warnings
+        self._top = top
+        self._built = None
+
+    @property
+    def policy(self) -> str | None:
+        """The policy whose verdict is the overall verdict (the first, among equals)."""
+        return self._top.policy if self._top is not None else None
+
+    @property
+    def rule(self) -> str | None:
+        """That policy's deciding rule, or "otherwise"."""
+        return self._top.rule if self._top is not None else None
+
+    @property
+    def justifications(self) -> tuple[Justification, ...]:
+        """The overall deciding justification first, then every other, policy by policy."""
+        return self._build()[0]
+
+    @property
+    def shadow(self) -> tuple[Justification, ...]:
+        return self._build()[1]
+
+    @property
+    def interventions(self) -> tuple[Intervention, ...]:
+        """When the verdict is intervene: the interventions of every intervening policy."""
+        return self._build()[2]
+
+    @property
+    def warnings(self) -> tuple[DecisionWarning, ...]:
+        return self._build()[3]
+
+    def _build(self) -> tuple:
+        if self._built is not None:
+            return self._built
+        top = self._top
+        justifications: list[Justification] = list(top.justifications) if top else []
+        shadow: list[Justification] = []
+        interventions: list[Intervention] = []
+        warnings: list[DecisionWarning] = list(self._input_warnings)
+        for d in self.policies:
+            if d is not top:
+                justifications.extend(d.justifications)
+            shadow.extend(d.shadow)
+            if self.verdict == "intervene" and d.verdict == "intervene":
+                interventions.extend(d.interventions)
+            warnings.extend(d.warnings)
+        self._built = (tuple(justifications), tuple(shadow), tuple(interventions), tuple(warnings))
+        return self._built
 
     def to_dict(self) -> dict:
         return {
@@ -166,64 +292,34 @@ class Decision:
             "justifications": [j.to_dict() for j in self.justifications],
             "shadow": [j.to_dict() for j in self.shadow],
             "warnings": [w.to_dict() for w in self.warnings],
-            "policies": [
-                {"policy": p.policy, "version": p.version, "verdict": p.verdict, "rule": p.rule} for p in self.policies
-            ],
+            "policies": [{"policy": p.policy, "version": p.version, "verdict": p.verdict, "rule": p.rule} for p in self.policies],
             "policy_set_hash": self.policy_set_hash,
         }
 
+    def __repr__(self) -> str:
+        return f"Decision({self.verdict} by {self.policy}.{self.rule})"
 
-def decide_policy(policy: CompiledPolicy, values: tuple, enum_warnings: Sequence[DecisionWarning]) -> PolicyDecision:
+
+def decide_policy(policy: CompiledPolicy, values: tuple) -> PolicyDecision:
+    """Run one policy's tree and settle its verdict: most severe, or first, matching rule."""
     matched, errored = policy.decide(*values)
-    rules = policy.rules
+    if not matched:
+        return PolicyDecision(policy, values, matched, errored, policy.otherwise)
     if len(matched) > 1:
         matched.sort()
-    normal = [i for i in matched if not rules[i].shadow]
-    shadow = [i for i in matched if rules[i].shadow]
-    if not normal:
-        deciding = policy.otherwise
-    elif policy.combine == "first_match":
-        deciding = rules[normal[0]]
+    ranks = policy.ranks  # severity per rule; -1 for shadow rules, which never decide
+    best, index = -1, -1
+    if policy.combine == "first_match":
+        for i in matched:
+            if ranks[i] >= 0:
+                index = i
+                break
     else:
-        deciding = rules[normal[0]]
-        for i in normal:
-            if rules[i].severity > deciding.severity:
-                deciding = rules[i]
-    verdict = deciding.verdict
-    interventions: list[Intervention] = []
-    if verdict == "intervene":
-        sources = [deciding] if deciding.index < 0 or policy.combine == "first_match" else [rules[i] for i in normal if rules[i].verdict == "intervene"]
-        seen = set()
-        for r in sources:
-            for name, args in r.interventions:
-                key = (name, _arguments_key(args))
-                if key not in seen:
-                    seen.add(key)
-                    interventions.append(Intervention(name, args, policy.name, r.name))
-    justifications = [Justification(policy, deciding, True, values)]
-    justifications.extend(Justification(policy, rules[i], False, values) for i in normal if rules[i] is not deciding)
-    warnings = list(enum_warnings)
-    if errored:
-        errored.sort()
-        warnings.extend(
-            DecisionWarning(
-                "division_by_zero",
-                f"rule `{rules[i].name}` divides by zero, so it does not match",
-                policy=policy.name,
-                rule=rules[i].name,
-            )
-            for i in errored
-        )
-    return PolicyDecision(
-        policy=policy.name,
-        version=policy.version,
-        verdict=verdict,
-        rule=deciding.name,
-        justifications=tuple(justifications),
-        shadow=tuple(Justification(policy, rules[i], False, values) for i in shadow),
-        interventions=tuple(interventions),
-        warnings=tuple(warnings),
-    )
+        for i in matched:
+            if ranks[i] > best:
+                best, index = ranks[i], i
+    deciding = policy.rules[index] if index >= 0 else policy.otherwise
+    return PolicyDecision(policy, values, matched, errored, deciding)
 
 
 def _arguments_key(args: tuple[tuple[str, object], ...]) -> frozenset:
@@ -239,38 +335,6 @@ def _arguments_key(args: tuple[tuple[str, object], ...]) -> frozenset:
         return ("str", v)
 
     return frozenset((k, canon(v)) for k, v in args)
-
-
-def combine(decisions: Sequence[PolicyDecision], policy_set_hash: str, input_warnings: Sequence[DecisionWarning] = ()) -> Decision:
-    """Several policies on one request: the most severe verdict wins."""
-    top: PolicyDecision | None = None
-    for d in decisions:
-        if top is None or SEVERITY[d.verdict] > SEVERITY[top.verdict]:
-            top = d
-    if top is None:
-        return Decision("allow", None, None, (), (), (), (), tuple(input_warnings), policy_set_hash)
-    justifications = list(top.justifications)
-    shadow: list[Justification] = []
-    interventions: list[Intervention] = []
-    warnings: list[DecisionWarning] = list(input_warnings)
-    for d in decisions:
-        if d is not top:
-            justifications.extend(d.justifications)
-        shadow.extend(d.shadow)
-        if top.verdict == "intervene" and d.verdict == "intervene":
-            interventions.extend(d.interventions)
-        warnings.extend(w for w in d.warnings if w.code != "unknown_enum_value")
-    return Decision(
-        verdict=top.verdict,
-        policy=top.policy,
-        rule=top.rule,
-        policies=tuple(decisions),
-        interventions=tuple(interventions),
-        justifications=tuple(justifications),
-        shadow=tuple(shadow),
-        warnings=tuple(warnings),
-        policy_set_hash=policy_set_hash,
-    )
 
 
 # ---- explanation ------------------------------------------------------------------------

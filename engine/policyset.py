@@ -19,7 +19,7 @@ from .check import Program, check
 from .codegen import generate
 from .compile import CompiledPolicy, compile_policy
 from .diagnostics import Diagnostic, sort_key
-from .evaluate import Decision, DecisionWarning, combine, decide_policy
+from .evaluate import Decision, DecisionWarning, decide_policy
 from .parse import parse_file
 from .source import Source, Span
 from .types import SchemaInfo
@@ -89,6 +89,10 @@ class PolicySet:
         self.diagnostics = diagnostics
         self._validators = {name: compile_validator(s) for name, s in program.schemas.items()}
         self._order = tuple(sorted(policies))
+        self._plan = self._plan_for(self._order)
+        self._all = tuple(p for p, _ in self._plan)
+        schemas = {schema for _, schema in self._plan}
+        self._validator = self._validators[schemas.pop()] if len(schemas) == 1 else None
 
     @property
     def policy_names(self) -> tuple[str, ...]:
@@ -100,25 +104,35 @@ class PolicySet:
         Raises `InputError` naming each field that breaks a schema, and
         `UnknownPolicyError` for a policy name that is not loaded.
         """
-        names = self._order if not policies else policies
-        decisions = []
+        if not policies and self._validator is not None:  # one schema for every policy: validate once
+            values, warns = self._validator(annotations)
+            if len(self._all) == 1:
+                decisions: tuple = (decide_policy(self._all[0], values),)
+            else:
+                decisions = tuple([decide_policy(p, values) for p in self._all])
+            return Decision(decisions, self.hash, _enum_warnings(warns) if warns else ())
+        plan = self._plan if not policies else self._plan_for(policies)
+        decisions = []  # type: ignore[assignment]
         validated: dict[str, tuple] = {}
         input_warnings: list[DecisionWarning] = []
+        for p, schema in plan:
+            values = validated.get(schema)
+            if values is None:
+                values, warns = self._validators[schema](annotations)
+                validated[schema] = values
+                if warns:
+                    input_warnings.extend(_enum_warnings(warns))
+            decisions.append(decide_policy(p, values))
+        return Decision(tuple(decisions), self.hash, tuple(input_warnings))
+
+    def _plan_for(self, names: Sequence[str]) -> tuple[tuple[CompiledPolicy, str], ...]:
+        plan = []
         for name in names:
             p = self.policies.get(name)
             if p is None:
                 raise UnknownPolicyError(name, self.policies)
-            entry = validated.get(p.schema)
-            if entry is None:
-                values, warns = self._validators[p.schema](annotations)
-                entry = validated[p.schema] = values
-                if warns:
-                    input_warnings.extend(
-                        DecisionWarning("unknown_enum_value", f'"{value}" is not a declared value of `{path}`', field=path)
-                        for path, value in warns
-                    )
-            decisions.append(decide_policy(p, entry, ()))
-        return combine(decisions, self.hash, input_warnings)
+            plan.append((p, p.schema))
+        return tuple(plan)
 
     def instrumented(self, policy: str, tick) -> PolicySet:
         """A copy whose `policy` reports each atom evaluation to `tick(atom_id, value)`."""
@@ -128,7 +142,15 @@ class PolicySet:
         counted = CompiledPolicy(**{k: getattr(p, k) for k in p.__dataclass_fields__})
         counted.decide, counted.source = generate(p, len(self.schemas[p.schema].fields), tick)
         clone.policies = {**self.policies, policy: counted}
+        clone._plan = clone._plan_for(clone._order)
+        clone._all = tuple(p for p, _ in clone._plan)
         return clone
+
+
+def _enum_warnings(warns: list[tuple[str, str]]) -> tuple[DecisionWarning, ...]:
+    return tuple(
+        DecisionWarning("unknown_enum_value", f'"{value}" is not a declared value of `{path}`', field=path) for path, value in warns
+    )
 
 
 def set_hash(files: Mapping[str, bytes]) -> str:
