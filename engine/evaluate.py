@@ -124,7 +124,9 @@ class Justification:
         return f"Justification({self.policy}.{self.rule}, {self.verdict}, deciding={self.deciding})"
 
 
-_UNREAD = object()
+def _built(index: int, doc: str) -> property:
+    """A part of a decision assembled on first read by the owner's `_build()`."""
+    return property(lambda self: self._build()[index], doc=doc)
 
 
 class PolicyDecision:
@@ -164,22 +166,10 @@ class PolicyDecision:
         rules = self._compiled.rules
         return tuple(rules[i].name for i in self._matched if not rules[i].shadow)
 
-    @property
-    def justifications(self) -> tuple[Justification, ...]:
-        """The deciding rule first, then the other matching rules in file order."""
-        return self._build()[0]
-
-    @property
-    def shadow(self) -> tuple[Justification, ...]:
-        return self._build()[1]
-
-    @property
-    def interventions(self) -> tuple[Intervention, ...]:
-        return self._build()[2]
-
-    @property
-    def warnings(self) -> tuple[DecisionWarning, ...]:
-        return self._build()[3]
+    justifications = _built(0, "The deciding rule first, then the other matching rules in file order.")
+    shadow = _built(1, "The matching shadow rules, in file order.")
+    interventions = _built(2, "When the verdict is intervene: its interventions, without duplicates.")
+    warnings = _built(3, "Rules that divided by zero, so did not match.")
 
     def _build(self) -> tuple:
         if self._built is not None:
@@ -247,23 +237,10 @@ class Decision:
         """That policy's deciding rule, or "otherwise"."""
         return self._top.rule if self._top is not None else None
 
-    @property
-    def justifications(self) -> tuple[Justification, ...]:
-        """The overall deciding justification first, then every other, policy by policy."""
-        return self._build()[0]
-
-    @property
-    def shadow(self) -> tuple[Justification, ...]:
-        return self._build()[1]
-
-    @property
-    def interventions(self) -> tuple[Intervention, ...]:
-        """When the verdict is intervene: the interventions of every intervening policy."""
-        return self._build()[2]
-
-    @property
-    def warnings(self) -> tuple[DecisionWarning, ...]:
-        return self._build()[3]
+    justifications = _built(0, "The overall deciding justification first, then every other, policy by policy.")
+    shadow = _built(1, "Every policy's matching shadow rules.")
+    interventions = _built(2, "When the verdict is intervene: the interventions of every intervening policy.")
+    warnings = _built(3, "Unknown enum values, then each policy's division-by-zero warnings.")
 
     def _build(self) -> tuple:
         if self._built is not None:
