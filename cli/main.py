@@ -1,52 +1,52 @@
 """`pol`: argument parsing and exit statuses shared by every verb.
 
-Exit status everywhere: 0 clean, 1 problems found (errors, failing tests),
-2 usage or I/O error, always with a one-line message and never a traceback.
+Each verb is a module of this package with `HELP`, `add_arguments(parser)` and
+`run(args) -> int`. Verb modules import `engine` (and anything heavy) inside `run`,
+so `pol check` on a commit hook pays only for what it uses.
+
+Exit status everywhere: 0 clean, 1 problems found (errors, failing tests, format
+differences), 2 usage or I/O error, always with a one-line message, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+VERBS = ("check", "test", "eval")
 
 
 class UsageError(Exception):
     """A problem with how pol was called or what it was pointed at (exit 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit status is 2 as well
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _module(verb: str):
+    return importlib.import_module(f"cli.{verb}_cmd")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pol", description="Policy-as-code decisions for content moderation.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    check = sub.add_parser("check", help="report every diagnostic of policy sets")
-    check.add_argument("paths", nargs="+", metavar="PATH")
-    check.add_argument("--strict", action="store_true", help="warnings fail too")
-
-    test = sub.add_parser("test", help="run the test blocks of policy sets")
-    test.add_argument("paths", nargs="+", metavar="PATH")
-    test.add_argument("--run", metavar="PATTERN", help="only cases whose `policy/case` matches this glob")
-    test.add_argument("--min-coverage", type=float, metavar="PCT", help="fail below this rule coverage")
-
-    ev = sub.add_parser("eval", help="decide annotated content (JSON) with a policy set")
-    ev.add_argument("input", nargs="?", default="-", metavar="FILE", help="JSON file, or - for stdin (default)")
-    ev.add_argument("--policies", default="policies", metavar="DIR")
-    ev.add_argument("--policy", action="append", default=[], metavar="NAME", help="decide with this policy only (repeatable)")
-    ev.add_argument("--jsonl", action="store_true", help="one JSON object per line in, one decision per line out")
+    parser = _Parser(prog="pol", description="Policy-as-code decisions for content moderation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for verb in VERBS:
+        module = _module(verb)
+        module.add_arguments(sub.add_parser(verb, help=module.HELP, description=module.HELP))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "check":
-            from .check import run
-        elif args.command == "test":
-            from .test import run
-        else:
-            from .eval import run
-        return run(args)
+        return _module(args.command).run(args)
     except UsageError as e:
         print(f"pol {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -68,6 +68,3 @@ def load(path: str):
     except engine.LoadError as e:
         raise UsageError(str(e)) from None
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import sys
 
-import engine
-
 from .main import EXIT_OK, EXIT_PROBLEMS, load
+
+HELP = "report every diagnostic of policy sets"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument("--strict", action="store_true", help="warnings fail too")
 
 
 def run(args) -> int:
+    import engine
+
     errors = warnings = 0
     for path in args.paths:
         result = load(path)

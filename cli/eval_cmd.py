@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-import engine
-
 from .main import EXIT_OK, EXIT_PROBLEMS, UsageError, load
 
 
 def _decide(ps, text: str, policies: list[str]) -> tuple[dict, bool]:
+    import engine
+
     try:
         annotations = json.loads(text)
     except json.JSONDecodeError as e:
@@ -30,8 +30,19 @@ def _decide(ps, text: str, policies: list[str]) -> tuple[dict, bool]:
     except engine.UnknownPolicyError as e:
         raise UsageError(str(e)) from None
 
+HELP = "decide annotated content (JSON) with a policy set"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("input", nargs="?", default="-", metavar="FILE", help="JSON file, or - for stdin (default)")
+    parser.add_argument("--policies", default="policies", metavar="DIR")
+    parser.add_argument("--policy", action="append", default=[], metavar="NAME", help="decide with this policy only (repeatable)")
+    parser.add_argument("--jsonl", action="store_true", help="one JSON object per line in, one decision per line out")
+
 
 def run(args) -> int:
+    import engine
+
     result = load(args.policies)
     if not result.ok:
         print(engine.render_all(result.diagnostics), file=sys.stderr)

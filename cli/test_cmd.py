@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import engine
-
 from .main import EXIT_OK, EXIT_PROBLEMS, load
+
+HELP = "run the test blocks of policy sets"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument("--run", metavar="PATTERN", help="only cases whose `policy/case` matches this glob")
+    parser.add_argument("--min-coverage", type=float, metavar="PCT", help="fail below this rule coverage")
 
 
 def run(args) -> int:
+    import engine
+
     failed = False
     for path in args.paths:
         result = load(path)
