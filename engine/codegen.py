@@ -22,7 +22,7 @@ import re2
 from . import ast
 from .compile import Atom, CompiledPolicy, Dispatch, FieldRef, Leaf, Node, Present, Seq, VarRef, _may_error, optional_reads
 
-__all__ = ["DivisionByZero", "generate", "kleene_and", "kleene_not", "kleene_or"]
+__all__ = ["DivisionByZero", "atom_function", "generate", "kleene_and", "kleene_not", "kleene_or"]
 
 _UNSET = object()
 
@@ -363,6 +363,20 @@ def _shape(node: Node) -> object | None:
     if isinstance(node, Leaf):
         return ("leaf", tuple(residual for _, residual in node.checks))
     return None
+
+
+def atom_function(policy: CompiledPolicy, atom: Atom, field_count: int) -> Callable[..., bool | None]:
+    """One atom as a function of the field values: True, False, or None (division by zero).
+
+    The same code the decide function inlines, so an explanation reports exactly the
+    truth values the decision used.
+    """
+    gen = _Gen(policy, field_count, instrument=False)
+    params = ", ".join(f"v{i}" for i in range(field_count))
+    source = f"def atom({params}):\n    return {gen.atom_value(atom)}\n"
+    namespace = dict(gen.consts)
+    exec(compile(source, f"<atom {policy.name}#{atom.id}>", "exec"), namespace)
+    return namespace["atom"]
 
 
 def generate(

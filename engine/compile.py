@@ -17,6 +17,7 @@ from typing import Union
 
 from . import ast
 from .check import CheckedPolicy, Program, resolve_name
+from .format import expr_text
 from .source import Span
 from .types import FieldInfo, Type
 from .validate import literal_value
@@ -80,6 +81,7 @@ class Atom:
     expr: IR
     fields: tuple[FieldRef, ...]  # fields it reads, in order of appearance
     may_error: bool  # contains a division
+    text: str = dataclasses.field(default="", compare=False, hash=False)  # as pol source, for people
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ class CompiledPolicy:
     ranks: tuple[int, ...] = ()  # severity of each rule; -1 for shadow rules
     source: str = ""
     decide: object = None  # set by codegen: (*values) -> (matched rule indices, errored rule indices)
+    atom_functions: dict = dataclasses.field(default_factory=dict, repr=False)  # atom id -> (*values) -> bool | None
 
 
 def _literal_key(lit: ast.Literal) -> object:
@@ -200,7 +203,7 @@ class _Resolver:
             return ast.Not(self.intern(e.operand), e.span)
         atom = self.atoms.get(e)
         if atom is None:
-            atom = Atom(len(self.atoms), e, tuple(_fields(e)), _may_error(e))
+            atom = Atom(len(self.atoms), e, tuple(_fields(e)), _may_error(e), expr_text(e))
             self.atoms[e] = atom
         return atom
 

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import ast
-from .codegen import DivisionByZero, kleene_and, kleene_not, kleene_or
-from .compile import SEVERITY, Atom, CompiledPolicy, FieldRef, Present, RuleInfo, VarRef, optional_reads
-from .format import expr_text
+from .codegen import atom_function, kleene_and, kleene_not, kleene_or
+from .compile import SEVERITY, Atom, CompiledPolicy, RuleInfo
 
 __all__ = [
     "Condition",
@@ -76,9 +75,10 @@ class DecisionWarning:
 class Justification:
     """Why one rule (or `otherwise`) of one policy matched."""
 
-    __slots__ = ("policy", "version", "rule", "deciding", "_info", "_values", "_conditions")
+    __slots__ = ("policy", "version", "rule", "deciding", "_policy", "_info", "_values", "_conditions")
 
     def __init__(self, policy: CompiledPolicy, info: RuleInfo, deciding: bool, values: tuple) -> None:
+        self._policy = policy
         self.policy = policy.name
         self.version = policy.version
         self.rule = info.name
@@ -103,7 +103,7 @@ class Justification:
             if self._info.index < 0:
                 self._conditions = ()
             else:
-                self._conditions = tuple(explain(self._info.condition, self._values))
+                self._conditions = tuple(explain(self._policy, self._info.condition, self._values))
         return self._conditions
 
     def to_dict(self) -> dict:
@@ -331,129 +331,40 @@ def _shown(value: object) -> object:
     return value
 
 
-def explain(condition, values: tuple) -> list[Condition]:
+def explain(policy: CompiledPolicy, condition, values: tuple) -> list[Condition]:
     """The atomic conditions that decided a rule's condition, with observed values."""
-    value = truth(condition, values)
+    value = truth(policy, condition, values)
     out: list[Condition] = []
-    _explain(condition, value, values, out)
+    _explain(policy, condition, value, values, out)
     return out
 
 
-def _explain(e, value: bool | None, values: tuple, out: list[Condition]) -> None:
+def _explain(policy: CompiledPolicy, e, value: bool | None, values: tuple, out: list[Condition]) -> None:
     if isinstance(e, ast.BoolOp):
-        parts = [(c, truth(c, values)) for c in e.operands]
+        parts = [(c, truth(policy, c, values)) for c in e.operands]
         decisive = False if e.op == "and" else True
         if value is decisive:  # one operand was enough: show the first that settled it
             c, v = next((c, v) for c, v in parts if v is decisive)
-            _explain(c, v, values, out)
+            _explain(policy, c, v, values, out)
         else:  # every operand counted
             for c, v in parts:
-                _explain(c, v, values, out)
+                _explain(policy, c, v, values, out)
         return
     if isinstance(e, ast.Not):
-        _explain(e.operand, kleene_not(value), values, out)
+        _explain(policy, e.operand, kleene_not(value), values, out)
         return
     atom: Atom = e
-    observed = tuple((f.dotted, values[f.index]) for f in atom.fields)
-    out.append(Condition(expr_text(atom.expr), value, observed))
+    out.append(Condition(atom.text, value, tuple((f.dotted, values[f.index]) for f in atom.fields)))
 
 
-def truth(e, values: tuple) -> bool | None:
+def truth(policy: CompiledPolicy, e, values: tuple) -> bool | None:
     """Three-valued truth of a resolved condition (None: division by zero)."""
     if isinstance(e, ast.BoolOp):
-        parts = [truth(c, values) for c in e.operands]
+        parts = [truth(policy, c, values) for c in e.operands]
         return kleene_and(*parts) if e.op == "and" else kleene_or(*parts)
     if isinstance(e, ast.Not):
-        return kleene_not(truth(e.operand, values))
-    atom: Atom = e
-    try:
-        return _predicate(atom.expr, values, {})
-    except DivisionByZero:
-        return None
-
-
-def _predicate(e, values: tuple, vars: dict) -> bool:
-    """A boolean inside an atom: false when it reads an absent optional field (see `optional_reads`)."""
-    if not isinstance(e, (ast.BoolOp, ast.Not)) and any(values[f.index] is None for f in optional_reads(e)):
-        return False
-    return bool(_value(e, values, vars))
-
-
-def _value(e, values: tuple, vars: dict):
-    """A small interpreter for resolved IR, used only to explain decisions."""
-    if isinstance(e, FieldRef):
-        return values[e.index]
-    if isinstance(e, VarRef):
-        return vars[e.name]
-    if isinstance(e, ast.Literal):
-        return e.value
-    if isinstance(e, Present):
-        return values[e.field.index] is not None
-    if isinstance(e, Atom):
-        return _value(e.expr, values, vars)
-    if isinstance(e, ast.BoolOp):
-        if e.op == "and":
-            return all(_predicate(c, values, vars) for c in e.operands)
-        return any(_predicate(c, values, vars) for c in e.operands)
-    if isinstance(e, ast.Not):
-        return not _predicate(e.operand, values, vars)
-    if isinstance(e, ast.Unary):
-        return -_value(e.operand, values, vars)
-    if isinstance(e, ast.Call):
-        arg = _value(e.args[0], values, vars)
-        return len(arg) if e.function == "len" else arg.lower()
-    if isinstance(e, ast.Quantifier):
-        settle = e.kind == "any"  # the element result that settles the quantifier (as codegen's _any3/_all3)
-        error = False
-        for item in values[e.collection.index]:
-            try:
-                if _predicate(e.body, values, {**vars, e.var: item}) is settle:
-                    return settle
-            except DivisionByZero:
-                error = True
-        if error:
-            raise DivisionByZero
-        return not settle
-    op = e.op
-    if op in ("in", "not in") and isinstance(e.right, ast.ListLiteral):
-        hit = _value(e.left, values, vars) in {i.value for i in e.right.items}
-        return hit if op == "in" else not hit
-    a = _value(e.left, values, vars)
-    b = _value(e.right, values, vars)
-    if op == "==":
-        return a == b
-    if op == "!=":
-        return a != b
-    if op == "<":
-        return a < b
-    if op == "<=":
-        return a <= b
-    if op == ">":
-        return a > b
-    if op == ">=":
-        return a >= b
-    if op == "in":
-        return a in b
-    if op == "not in":
-        return a not in b
-    if op == "contains":
-        return b in a
-    if op == "matches":
-        import re2
-
-        return re2.search(e.right.value, a) is not None
-    if op == "starts_with":
-        return a.startswith(b)
-    if op == "ends_with":
-        return a.endswith(b)
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if op == "/":
-        if b == 0:
-            raise DivisionByZero
-        return a / b
-    raise AssertionError(op)
+        return kleene_not(truth(policy, e.operand, values))
+    fn = policy.atom_functions.get(e.id)
+    if fn is None:
+        fn = policy.atom_functions[e.id] = atom_function(policy, e, len(values))
+    return fn(*values)

@@ -47,7 +47,7 @@ def test_each_atom_is_evaluated_at_most_once(annotations):
     assert counted.evaluate(annotations).to_dict() == ps.evaluate(annotations).to_dict()
     assert counts, "the instrumented build reported no evaluation"
     assert max(counts.values()) == 1, counts
-    confident = next(a.id for a in ps.policies["shared"].atoms if engine.evaluate.expr_text(a.expr) == "confidence >= 0.8")
+    confident = next(a.id for a in ps.policies["shared"].atoms if a.text == "confidence >= 0.8")
     assert counts[confident] == 1  # used by six rules, computed once
 
 
