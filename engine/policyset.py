@@ -125,6 +125,10 @@ class PolicySet:
             decisions.append(decide_policy(p, values))
         return Decision(tuple(decisions), self.hash, tuple(input_warnings))
 
+    def values(self, annotations: object, schema: str) -> tuple:
+        """`annotations` validated against `schema`: the field values in schema order, as policies see them."""
+        return self._validators[schema](annotations)[0]
+
     def _plan_for(self, names: Sequence[str]) -> tuple[tuple[CompiledPolicy, str], ...]:
         plan = []
         for name in names:
