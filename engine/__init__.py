@@ -12,7 +12,14 @@ The public face, used by the CLI and the server::
 """
 
 from .diagnostics import CODES, Diagnostic, Severity, render, render_all
-from .evaluate import Condition, Decision, DecisionWarning, Intervention, Justification, PolicyDecision
+from .evaluate import (
+    Condition,
+    Decision,
+    DecisionWarning,
+    Intervention,
+    Justification,
+    PolicyDecision,
+)
 from .policyset import (
     CheckResult,
     LoadError,

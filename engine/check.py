@@ -18,8 +18,17 @@ from . import ast
 from .diagnostics import Diagnostic, clip, did_you_mean
 from .format import expr_text
 from .source import Span
-from .types import BOOL, FLOAT, INT, STRING, FieldInfo, SchemaInfo, Type, assignable, comparable
-from .validate import literal_value, validate_object
+from .types import (
+    BOOL,
+    FLOAT,
+    INT,
+    STRING,
+    FieldInfo,
+    SchemaInfo,
+    Type,
+    comparable,
+)
+from .validate import check_value, literal_value, validate_object
 
 __all__ = ["CheckedPolicy", "Program", "check", "resolve_name"]
 
@@ -187,7 +196,7 @@ class _Checker:
         return SchemaInfo(s.name, fields)
 
     def default_value(self, dotted: str, type_: Type, lit) -> object:
-        errors = validate_object_value(type_, literal_value(lit))
+        errors = check_value(type_, literal_value(lit))
         if errors:
             self.error("E117", f"default for `{dotted}` {errors}", lit.span)
             return None
@@ -397,11 +406,6 @@ def _children(e: ast.Expr) -> tuple:
         return (e.field,)
     return ()
 
-
-def validate_object_value(type_: Type, value: object) -> str | None:
-    from .validate import check_value
-
-    return check_value(type_, value)
 
 
 def validate_given(schema: SchemaInfo, given: ast.ObjectLiteral) -> list[tuple[str, str, Span]]:

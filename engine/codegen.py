@@ -20,7 +20,19 @@ from collections.abc import Callable
 import re2
 
 from . import ast
-from .compile import Atom, CompiledPolicy, Dispatch, FieldRef, Leaf, Node, Present, Seq, VarRef, _may_error, optional_reads
+from .compile import (
+    Atom,
+    CompiledPolicy,
+    Dispatch,
+    FieldRef,
+    Leaf,
+    Node,
+    Present,
+    Seq,
+    VarRef,
+    _may_error,
+    optional_reads,
+)
 
 __all__ = ["DivisionByZero", "atom_function", "generate", "kleene_and", "kleene_not", "kleene_or"]
 
@@ -110,7 +122,6 @@ class _Gen:
         self.uses: Counter[int] = Counter()
         self.memo: set[int] = set()
         self.var_counter = 0
-        self.functions: list[list[str]] = []
 
     def const(self, value: object, prefix: str = "_C") -> str:
         key = (prefix, type(value).__name__, repr(value))

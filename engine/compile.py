@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from . import ast
-from .check import CheckedPolicy, Program, resolve_name
+from .check import CheckedPolicy, resolve_name
 from .format import expr_text
 from .source import Span
 from .types import FieldInfo, Type
@@ -34,7 +34,6 @@ __all__ = [
     "Seq",
     "VarRef",
     "compile_policy",
-    "compile_program",
     "optional_reads",
 ]
 
@@ -147,6 +146,15 @@ class CompiledPolicy:
     source: str = ""
     decide: object = None  # set by codegen: (*values) -> (matched rule indices, errored rule indices)
     atom_functions: dict = dataclasses.field(default_factory=dict, repr=False)  # atom id -> (*values) -> bool | None
+
+
+def rules_under(node: Node) -> set[int]:
+    """Indices of the rules a subtree can match."""
+    if isinstance(node, Leaf):
+        return {i for i, _ in node.checks}
+    if isinstance(node, Seq):
+        return set().union(*(rules_under(c) for c in node.children))
+    return set().union(*(rules_under(c) for _, c in node.branches))
 
 
 def _literal_key(lit: ast.Literal) -> object:
@@ -398,7 +406,3 @@ def _interventions(action: ast.Action) -> tuple:
 
 def _freeze(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
-
-
-def compile_program(program: Program) -> dict[str, CompiledPolicy]:
-    return {name: compile_policy(cp) for name, cp in program.policies.items()}

@@ -10,7 +10,6 @@ gets exactly what was decided.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import ast

@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from typing import Union
 
 from . import ast
-from .compile import Atom, CompiledPolicy, FieldRef, Leaf, Node, RuleInfo, Seq, VarRef
+from .compile import (
+    Atom,
+    CompiledPolicy,
+    FieldRef,
+    Leaf,
+    Node,
+    RuleInfo,
+    Seq,
+    VarRef,
+    rules_under,
+)
 from .evaluate import Condition, Decision, PolicyDecision, truth
 from .format import expr_text, literal_text
 from .policyset import PolicySet
@@ -118,10 +128,10 @@ def _walk(policy: CompiledPolicy, node: Node, values: tuple) -> list[Step]:
         return [_check(policy, policy.rules[i], residual, values) for i, residual in node.checks]
     observed = values[node.field.index]
     child = dict(node.branches).get(observed) if observed is not None else None
-    under = _rules_under(node)
+    under = rules_under(node)
     if child is None:
         return [Route(node.field.dotted, observed, False, _names(policy, under), ())]
-    skipped = under - _rules_under(child)
+    skipped = under - rules_under(child)
     return [Route(node.field.dotted, observed, True, _names(policy, skipped), tuple(_walk(policy, child, values)))]
 
 
@@ -132,14 +142,6 @@ def _check(policy: CompiledPolicy, rule: RuleInfo, residual, values: tuple) -> C
         Condition(a.text, truth(policy, a, values), tuple((f.dotted, values[f.index]) for f in a.fields)) for a in _atoms(residual)
     )
     return Check(rule, expr_text(residual), truth(policy, residual, values), conditions)
-
-
-def _rules_under(node: Node) -> set[int]:
-    if isinstance(node, Leaf):
-        return {i for i, _ in node.checks}
-    if isinstance(node, Seq):
-        return set().union(*(_rules_under(c) for c in node.children))
-    return set().union(*(_rules_under(c) for _, c in node.branches))
 
 
 def _names(policy: CompiledPolicy, indices: set[int]) -> tuple[str, ...]:

@@ -5,8 +5,6 @@ Used wherever a person reads a condition: justifications, `pol explain`, diagram
 
 from __future__ import annotations
 
-import json
-
 from . import ast
 
 __all__ = ["expr_text", "literal_text"]
@@ -102,7 +100,3 @@ def expr_text(e) -> str:
 def _wrap(e, min_prec: int) -> str:
     text = expr_text(e)
     return f"({text})" if _prec(e) < min_prec else text
-
-
-def json_text(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)

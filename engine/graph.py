@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .compile import CompiledPolicy, Leaf, Node, RuleInfo, Seq
+from .compile import CompiledPolicy, Leaf, Node, RuleInfo, Seq, rules_under
 from .format import expr_text, literal_text
 
 __all__ = ["FORMATS", "MAX_EDGES", "to_dot", "to_mermaid"]
@@ -95,7 +95,7 @@ def _subtree(g: _Graph, policy: CompiledPolicy, node: Node, parent: str, label: 
     if len(shown) < len(items):
         rest = items[len(shown) :]
         n_values = sum(len(v) for _, v in rest)
-        n_rules = len({i for child, _ in rest for i in _rules_under(child)})
+        n_rules = len({i for child, _ in rest for i in rules_under(child)})
         more = g.node("more", [f"{len(rest)} more subtrees, not drawn", f"{n_rules} rules in them"])
         g.edges.append(_Edge(me, more, f"… {n_values} more values"))
 
@@ -113,14 +113,6 @@ def _leaf_lines(policy: CompiledPolicy, leaf: Leaf) -> list[str]:
     if len(checks) < len(leaf.checks):
         lines.append(f"… {len(leaf.checks) - len(checks)} more rules")
     return lines
-
-
-def _rules_under(node: Node) -> set[int]:
-    if isinstance(node, Leaf):
-        return {i for i, _ in node.checks}
-    if isinstance(node, Seq):
-        return set().union(*(_rules_under(c) for c in node.children))
-    return set().union(*(_rules_under(c) for _, c in node.branches))
 
 
 def _values_label(values: list[object]) -> str:

@@ -55,16 +55,6 @@ def comparable(a: Type, b: Type) -> bool:
     return False
 
 
-def assignable(value: Type, target: Type) -> bool:
-    """Whether a value of type `value` may stand where `target` is expected."""
-    if target.kind == "float":
-        return value.is_numeric
-    if target.kind == "enum":
-        return value.is_stringy
-    if target.is_collection:
-        return value.is_collection and (value.element is None or assignable(value.element, target.element))
-    return value.kind == target.kind
-
 
 @dataclass(frozen=True, slots=True)
 class FieldInfo:

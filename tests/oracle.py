@@ -61,8 +61,7 @@ from functools import lru_cache
 
 import re2
 
-from engine import ast
-from engine import parse
+from engine import ast, parse
 
 __all__ = ["ERROR", "Oracle", "OracleDecision", "OraclePolicyDecision", "canonical_args", "parse_text"]
 

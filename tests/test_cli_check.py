@@ -15,17 +15,16 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import engine
 from cli.output import anchor, github_escape_data, github_escape_property
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, assert_golden, pol
+
 GOLDEN = ROOT / "tests" / "golden" / "cli" / "check"
 SARIF_SCHEMA = ROOT / "tests" / "data" / "sarif-schema-2.1.0.json"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 SETS = {
     "shipped": "policies",
@@ -36,21 +35,6 @@ EXIT = {"shipped": 0, "errors": 1, "warnings": 0}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def pol(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m cli ARGS` from the repo root, as a user or CI would."""
-    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    environ["PYTHONPATH"] = str(ROOT)
-    environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
-
-
-def assert_golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"no {path.name}; run with UPDATE_GOLDEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("fmt", ["text", "json", "github"])
@@ -60,7 +44,7 @@ def test_golden_output(case: str, fmt: str) -> None:
     result = pol("check", "--format", fmt, SETS[case])
     assert result.returncode == EXIT[case], result.stderr
     assert result.stderr == ""
-    assert_golden(f"{case}.{fmt}", result.stdout)
+    assert_golden(GOLDEN / f"{case}.{fmt}", result.stdout)
 
 
 def test_shipped_set_is_clean() -> None:

@@ -11,9 +11,6 @@ After an intended change, regenerate and review the diff:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,23 +18,12 @@ import pytest
 import engine
 from engine.validate import literal_value
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, assert_golden, pol
+
 GOLDEN = ROOT / "tests" / "golden" / "cli" / "eval"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 HASH = "sha256:<hash>"
 
 
-def pol(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m cli ARGS` from the repo root, as a user or CI would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120)
-
-
-def assert_golden(path: Path, actual: str) -> None:
-    if UPDATE:
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"no {path.name}; run with UPDATE_GOLDEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

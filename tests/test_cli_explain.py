@@ -9,11 +9,7 @@ Inputs and golden outputs live in `tests/golden/cli/explain/`: `<name>.json` is 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,24 +17,13 @@ import engine
 from engine.explain import Route, explain_decision
 from engine.validate import literal_value
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, assert_golden, pol
+
 GOLDEN = ROOT / "tests" / "golden" / "cli" / "explain"
 SMALL = "tests/golden/cli/graph/small"  # two policies, one of them first_match
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 SETS = {"first_match_two_policies": SMALL}  # every other input is decided by the shipped set
 
 
-def pol(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m cli ARGS` from the repo root, as a user or CI would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120)
-
-
-def assert_golden(path: Path, actual: str) -> None:
-    if UPDATE:
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"no {path.name}; run with UPDATE_GOLDEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

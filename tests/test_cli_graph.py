@@ -10,33 +10,18 @@ regenerate and review the diff (and the README block, which a test keeps equal):
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, UPDATE_GOLDEN, assert_golden, pol
+
 GOLDEN = ROOT / "tests" / "golden" / "cli" / "graph"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 SETS = {"shipped": "policies", "small": "tests/golden/cli/graph/small"}
 DRAWN = [("shipped", "human_smuggling"), ("small", "triage"), ("small", "wide")]
 SUFFIX = {"dot": "dot", "mermaid": "mmd"}
 
 
-def pol(*args: str) -> subprocess.CompletedProcess:
-    """Run `python -m cli ARGS` from the repo root, as a user or CI would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def assert_golden(path: Path, actual: str) -> None:
-    if UPDATE:
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"no {path.name}; run with UPDATE_GOLDEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 def graph(case: str, policy: str, fmt: str) -> str:
@@ -203,7 +188,7 @@ def test_readme_diagram_is_the_current_output() -> None:
     block = re.search(r"```mermaid\n(.*?)```", section[1], re.S)
     assert block, "no ```mermaid block in the decision tree section"
     expected = graph("shipped", "human_smuggling", "mermaid")
-    if UPDATE and block.group(1) != expected:
+    if UPDATE_GOLDEN and block.group(1) != expected:
         start = len(section[0]) + len("\n## The decision tree\n") + block.start(1)
         (ROOT / "README.md").write_text(readme[:start] + expected + readme[start + len(block.group(1)) :], encoding="utf-8")
         return

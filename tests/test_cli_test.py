@@ -11,33 +11,16 @@ regenerate and review the diff:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, assert_golden, pol
+
 GOLDEN = ROOT / "tests" / "golden" / "cli" / "test"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 FAILING = "tests/data/test_failing"
 
 
-def pol(*args: str) -> subprocess.CompletedProcess:
-    """Run `python -m cli ARGS` from the repo root, as a user or CI would."""
-    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def assert_golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"no {path.name}; run with UPDATE_GOLDEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("fmt", ["text", "json", "junit"])
@@ -46,7 +29,7 @@ def test_failing_fixture_golden(fmt: str) -> None:
     result = pol("test", "--format", fmt, FAILING)
     assert result.returncode == 1
     assert result.stderr == ""
-    assert_golden(f"failing.{fmt}", result.stdout)
+    assert_golden(GOLDEN / f"failing.{fmt}", result.stdout)
 
 
 def test_shipped_tests_pass_with_full_coverage() -> None:
