@@ -257,7 +257,20 @@ def _generate(schema: SchemaInfo) -> Callable:
             consts[f"_E{f.index}"] = frozenset(f.type.values)
         lines.append(f"    {v} = {get}({f.path[-1]!r})")
         fast = _fast_check(f, v)
-        if f.has_default:
+        if f.type.is_collection and f.type.element.kind == "string":
+            # the common list of strings converts inline; anything else takes the slow path
+            make = "frozenset" if f.type.kind == "set" else "tuple"
+            consts["_STR"] = frozenset((str,))
+            lines.append(f"    if type({v}) is list and set(map(type, {v})) <= _STR:")
+            lines.append(f"        {v} = {make}({v})")
+            lines.append(f"    elif {v} is None:")
+            if f.has_default:
+                consts[f"_D{f.index}"] = f.default
+                lines.append(f"        {v} = _D{f.index}")
+            else:
+                lines.append("        pass" if f.optional else f"        errs = (errs or []) + [Violation({f.dotted!r}, 'is required')]")
+            lines.append("    else:")
+        elif f.has_default:
             consts[f"_D{f.index}"] = f.default
             lines.append(f"    if {v} is None:")
             lines.append(f"        {v} = _D{f.index}")
