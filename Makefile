@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench clean
+.PHONY: run demo test bench proto lint-proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Until the gRPC service lands, `make run` checks the shipped policies, runs their
-# tests and prints the decision for each seed example.
+# `make run` serves the shipped policies over gRPC in the foreground (Ctrl-C drains and
+# stops). It refuses to start if the set has errors or failing tests.
 run: $(STAMP)
+	$(BIN)/pol serve --policies policies --address 127.0.0.1:50051
+
+# Without a server: check the shipped policies, run their tests, decide the seed examples.
+demo: $(STAMP)
 	$(BIN)/pol check policies
 	$(BIN)/pol test policies
 	$(BIN)/pol eval --policies policies --jsonl policies/examples/seed.jsonl
+
+# Regenerate server/gen/ from proto/ (needs the [test] extra, which pins grpcio-tools).
+proto: $(STAMP)
+	$(BIN)/python -m server.gen.regenerate
+
+# Lint the API with buf's default rules (buf from npm; needs node).
+lint-proto:
+	npx --yes @bufbuild/buf lint
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -16,7 +16,7 @@ import sys
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
-VERBS = ("check", "fmt", "test", "eval", "explain", "graph")
+VERBS = ("check", "fmt", "test", "eval", "explain", "graph", "serve")
 
 
 class UsageError(Exception):
