@@ -2,11 +2,14 @@
 
 Refuses to start on a set with errors or failing tests (exit 1). Prints
 `serving on HOST:PORT` on stdout once listening (useful with port 0), logs JSON lines
-on stderr. SIGHUP reloads; SIGTERM drains and exits 0. See docs/api.md.
+on stderr. SIGHUP reloads; SIGTERM drains and exits 0. `--workers N` (default: one per
+core) runs a supervisor and N worker processes sharing the port. See docs/operations.md.
 grpc is imported inside `run`, so other verbs never pay for it.
 """
 
 from __future__ import annotations
+
+import os
 
 from .main import UsageError
 
@@ -16,7 +19,7 @@ HELP = "serve a policy set over gRPC"
 def add_arguments(parser) -> None:
     parser.add_argument("--policies", default="policies", metavar="DIR", help="the policy set (default: policies)")
     parser.add_argument("--address", default="127.0.0.1:50051", metavar="HOST:PORT", help="where to listen (default: 127.0.0.1:50051; port 0 picks one)")
-    parser.add_argument("--workers", type=_positive, default=1, metavar="N", help="server processes (only 1 is supported for now)")
+    parser.add_argument("--workers", type=_positive, default=None, metavar="N", help="server processes sharing the port through SO_REUSEPORT (default: one per core; 1: no supervisor)")
     parser.add_argument("--threads", type=_positive, default=32, metavar="N", help="concurrent calls per process (default: 32)")
     parser.add_argument("--max-message-bytes", type=_positive, default=4 << 20, metavar="N", help="largest request or response (default: 4 MiB)")
     parser.add_argument("--max-batch", type=_positive, default=1000, metavar="N", help="most items in one EvaluateBatch (default: 1000)")
@@ -46,8 +49,6 @@ def run(args) -> int:
     from server.app import Options, configure_logging, is_loopback, serve
     from server.service import Limits
 
-    if args.workers != 1:
-        raise UsageError("--workers: only 1 worker process is supported for now")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     if args.tls_client_ca and not args.tls_cert:
@@ -67,5 +68,6 @@ def run(args) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        workers=args.workers if args.workers is not None else (os.cpu_count() or 1),
     )
     return serve(options)

@@ -5,6 +5,13 @@ exit 1). Once serving, the first line on stdout is `serving on HOST:PORT` (the b
 port, also when asked for port 0). Logs are structlog lines on stderr: JSON, or a
 readable form on a terminal; one `decision` line per decision, with no annotation values.
 
+Process model: with `workers == 1` the `pol serve` process serves itself. With more, it
+is a small supervisor that creates no gRPC object: it checks the set, picks the port
+(a concrete free one for port 0, held bound with SO_REUSEPORT but not listening), then
+spawns N worker processes that each serve the whole API on that port through
+SO_REUSEPORT, so the kernel spreads connections over them. It forwards SIGHUP and
+SIGTERM to every worker and restarts a worker that dies.
+
 Signals: SIGHUP (and, with polling on, a change under the policy directory) recompiles
 the set and runs its tests; only a set with no errors and no failing tests is swapped
 in, otherwise the old one keeps serving and the failure is logged. SIGTERM or SIGINT:
@@ -15,11 +22,14 @@ finish, exit 0.
 from __future__ import annotations
 
 import collections
+import multiprocessing
+import os
 import signal
+import socket
 import sys
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import structlog
@@ -37,6 +47,7 @@ __all__ = ["Options", "configure_logging", "serve"]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
 LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+SETTLE = 0.1  # seconds a changed directory must stay unchanged before a reload reads it
 
 
 @dataclass(frozen=True)
@@ -51,22 +62,54 @@ class Options:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    workers: int = 1  # server processes; more than 1: a supervisor and N SO_REUSEPORT workers
 
 
-def configure_logging() -> None:
-    """structlog to stderr: JSON lines, or the console renderer on a terminal."""
+class _LineWriter:
+    """A structlog logger that writes each line with one write(2) on stderr's descriptor.
+
+    Several processes share stderr with --workers: one system call per line means lines
+    from different workers never interleave, and a killed worker never leaves half a line.
+    """
+
+    def __init__(self, *_args) -> None:
+        self.fd = sys.stderr.fileno()
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8")
+        while data:
+            data = data[os.write(self.fd, data):]
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+def configure_logging(worker: int | None = None, *, shared: bool = False) -> None:
+    """structlog to stderr: JSON lines, or the console renderer on a terminal.
+
+    `shared` (the supervisor and its workers): whole lines in one write each; workers add `worker` and `pid`.
+    """
     renderer = structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
+    processors = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    if worker is not None:
+        pid = os.getpid()
+
+        def add_worker(_logger, _name, event: dict) -> dict:
+            event.setdefault("worker", worker)
+            event.setdefault("pid", pid)
+            return event
+
+        processors.append(add_worker)
     structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True), renderer],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        processors=[*processors, renderer],
+        logger_factory=_LineWriter if shared or worker is not None else structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
 
 
-def load_tested(path: str) -> tuple[engine.PolicySet | None, list[str]]:
-    """The set at `path` if it compiles and its tests pass; else None and what went wrong."""
+def load_tested(path: str, files: dict[str, bytes] | None = None) -> tuple[engine.PolicySet | None, list[str]]:
+    """The set at `path` (or made of `files`, read from it) if it compiles and its tests pass; else None and what went wrong."""
     try:
-        result = engine.load_path(path)
+        result = engine.compile_sources(files) if files is not None else engine.load_path(path)
     except engine.LoadError as e:
         return None, [str(e)]
     if result.policy_set is None:
@@ -92,14 +135,27 @@ def _credentials(options: Options) -> grpc.ServerCredentials | None:
 
 
 def serve(options: Options) -> int:
-    """Run the server until SIGTERM; the exit status."""
+    """Run the server (or, with several workers, the supervisor) until SIGTERM; the exit status."""
+    if options.workers > 1:
+        return _supervise(options)
+    return _serve_one(options)
+
+
+def _serve_one(options: Options, *, worker: int | None = None, ready=None, parent: int | None = None) -> int:
+    """Serve in this process. As a worker: SO_REUSEPORT, no stdout line, `ready` told the outcome, exit if `parent` goes."""
     log = structlog.get_logger("pol.serve")
+
+    def fail(message: str, status: int) -> int:
+        print(message, file=sys.stderr, flush=True)
+        if ready is not None:
+            ready.send(("failed", status))
+        return status
+
     ps, problems = load_tested(options.policies)
     if ps is None:
         for p in problems:
             print(p, file=sys.stderr)
-        print(f"pol serve: {options.policies}: refusing to start", file=sys.stderr)
-        return 1
+        return fail(f"pol serve: {options.policies}: refusing to start", 1)
 
     live = Live(ps)
     limits = options.limits
@@ -108,7 +164,7 @@ def serve(options: Options) -> int:
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if worker is not None else 0),
         ],
     )
     pb_grpc.add_PolicyServiceServicer_to_server(PolicyService(live, limits), server)
@@ -123,13 +179,15 @@ def serve(options: Options) -> int:
     try:
         port = server.add_secure_port(options.address, credentials) if credentials else server.add_insecure_port(options.address)
     except RuntimeError as e:
-        print(f"pol serve: cannot listen on {options.address}: {e}", file=sys.stderr)
-        return 2
+        return fail(f"pol serve: cannot listen on {options.address}: {e}", 2)
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = options.address.rsplit(":", 1)[0]
-    print(f"serving on {host}:{port}", flush=True)
+    if ready is None:
+        print(f"serving on {host}:{port}", flush=True)
+    else:
+        ready.send(("ready", port))
     log.info("serving", address=f"{host}:{port}", tls=credentials is not None, policy_set_hash=ps.hash, policies=list(ps.policy_names))
 
     signals: collections.deque[str] = collections.deque()  # appended by handlers: no locks in a signal handler
@@ -137,34 +195,47 @@ def serve(options: Options) -> int:
     signal.signal(signal.SIGINT, lambda *_: signals.append("stop"))
     signal.signal(signal.SIGHUP, lambda *_: signals.append("reload"))
 
-    files_hash = set_hash(read_files(options.policies))
+    files_hash = ps.hash
     next_poll = time.monotonic() + options.poll
     while True:
+        if parent is not None and os.getppid() != parent:
+            log.warning("supervisor_gone", supervisor=parent)
+            signals.append("stop")
         while signals:
             if signals.popleft() == "stop":
                 return _drain(server, health_servicer, options.grace, log)
             files_hash = _reload(live, options.policies, log, "SIGHUP")
         if options.poll and time.monotonic() >= next_poll:
             next_poll = time.monotonic() + options.poll
-            try:
-                current = set_hash(read_files(options.policies))
-            except engine.LoadError:
-                current = files_hash
-            if current != files_hash:
-                files_hash = _reload(live, options.policies, log, "change")
+            files = _settled_files(options.policies)
+            if files is not None and set_hash(files) != files_hash:
+                files_hash = _reload(live, options.policies, log, "change", files)
         time.sleep(0.05)
 
 
-def _reload(live: Live, path: str, log, why: str) -> str:
-    """Recompile and test the set; swap it in only if clean. The files' hash that was tried."""
+def _settled_files(path: str) -> dict[str, bytes] | None:
+    """The files under `path`, read twice SETTLE apart and the same both times; None while they are changing or unreadable."""
     try:
-        tried = set_hash(read_files(path))
-    except engine.LoadError as e:
-        log.error("reload_failed", trigger=why, problems=[str(e)])
-        return ""
-    ps, problems = load_tested(path)
+        first = read_files(path)
+        time.sleep(SETTLE)
+        second = read_files(path)
+    except engine.LoadError:
+        return None
+    return second if first == second else None
+
+
+def _reload(live: Live, path: str, log, why: str, files: dict[str, bytes] | None = None) -> str:
+    """Compile and test one reading of the files; swap the set in only if clean. The files' hash that was tried."""
+    if files is None:
+        try:
+            files = read_files(path)
+        except engine.LoadError as e:
+            log.error("reload_failed", trigger=why, problems=[str(e)], policy_set_hash=live.policy_set.hash)
+            return ""
+    tried = set_hash(files)
+    ps, problems = load_tested(path, files)
     if ps is None:
-        log.error("reload_failed", trigger=why, problems=problems, policy_set_hash=live.policy_set.hash)
+        log.error("reload_failed", trigger=why, problems=problems, tried_hash=tried, policy_set_hash=live.policy_set.hash)
         return tried
     old = live.swap(ps)
     log.info("reloaded", trigger=why, policy_set_hash=ps.hash, previous=old.hash if old else None)
@@ -185,3 +256,138 @@ def is_loopback(address: str) -> bool:
     return host.startswith(LOOPBACK)
 
 
+# ---- the supervisor (workers > 1) ------------------------------------------------------------
+
+
+def _worker_main(options: Options, index: int, ready, parent: int) -> None:
+    """A worker process's entry point (spawned: a fresh interpreter, no gRPC state inherited)."""
+    configure_logging(worker=index)
+    sys.exit(_serve_one(options, worker=index, ready=ready, parent=parent))
+
+
+def _reserve_port(address: str) -> tuple[str, socket.socket | None]:
+    """`address` with a concrete port. For port 0, a free port is bound (SO_REUSEPORT, not listening) and the socket kept."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise OSError(f"not HOST:PORT: {address!r}")
+    if int(port) != 0:
+        return address, None
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(bare, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(sockaddr)
+    return f"{host}:{sock.getsockname()[1]}", sock
+
+
+class _Worker:
+    def __init__(self, context, options: Options, index: int) -> None:
+        self.index = index
+        receive, send = context.Pipe(duplex=False)
+        self.ready = receive
+        self.process = context.Process(target=_worker_main, args=(options, index, send, os.getpid()), name=f"pol-worker-{index}", daemon=False)
+        self.process.start()
+        send.close()
+        self.started = time.monotonic()
+        self.state = "starting"  # starting, ready, failed
+
+    def poll_ready(self):
+        """("ready", port) or ("failed", status) once the worker says so; None until then."""
+        try:
+            if self.state == "starting" and self.ready.poll():
+                message = self.ready.recv()
+                self.state = message[0]
+                return message
+        except (EOFError, OSError):
+            self.state = "failed"
+            return ("failed", None)
+        return None
+
+
+def _supervise(options: Options) -> int:
+    configure_logging(shared=True)
+    log = structlog.get_logger("pol.supervisor")
+    ps, problems = load_tested(options.policies)
+    if ps is None:
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"pol serve: {options.policies}: refusing to start", file=sys.stderr)
+        return 1
+    try:
+        address, reserved = _reserve_port(options.address)
+    except OSError as e:
+        print(f"pol serve: cannot listen on {options.address}: {e}", file=sys.stderr)
+        return 2
+    worker_options = replace(options, address=address)
+    context = multiprocessing.get_context("spawn")
+
+    signals: collections.deque[str] = collections.deque()
+    signal.signal(signal.SIGTERM, lambda *_: signals.append("stop"))
+    signal.signal(signal.SIGINT, lambda *_: signals.append("stop"))
+    signal.signal(signal.SIGHUP, lambda *_: signals.append("reload"))
+
+    workers = [_Worker(context, worker_options, i) for i in range(options.workers)]
+    try:
+        # start-up: every worker listening, or none
+        deadline = time.monotonic() + 120
+        while any(w.state == "starting" for w in workers):
+            for w in workers:
+                message = w.poll_ready()
+                if message is None and w.state == "starting" and not w.process.is_alive():
+                    w.state, message = "failed", ("failed", w.process.exitcode)
+                if message and message[0] == "failed":
+                    _stop_all(workers, 5, log)
+                    return message[1] if message[1] in (1, 2) else 1
+            if signals and "stop" in signals or time.monotonic() > deadline:
+                _stop_all(workers, options.grace, log)
+                return 0 if signals else 1
+            time.sleep(0.02)
+        print(f"serving on {address}", flush=True)
+        log.info("supervising", address=address, workers=options.workers, pids=[w.process.pid for w in workers], policy_set_hash=ps.hash)
+
+        restart_at: dict[int, float] = {}
+        while True:
+            while signals:
+                if signals.popleft() == "stop":
+                    return _stop_all(workers, options.grace, log)
+                for w in workers:
+                    if w.process.is_alive():
+                        os.kill(w.process.pid, signal.SIGHUP)
+            for i, w in enumerate(workers):
+                message = w.poll_ready()
+                if message:
+                    (log.info if message[0] == "ready" else log.error)(f"worker_{message[0]}", worker=i, pid=w.process.pid)
+                if i not in restart_at and not w.process.is_alive():
+                    w.process.join()
+                    lived = time.monotonic() - w.started
+                    restart_at[i] = time.monotonic() + (0 if lived > 5 else 1.0)  # a worker that cannot start is retried each second
+                    log.warning("worker_exited", worker=i, pid=w.process.pid, exitcode=w.process.exitcode)
+                elif i in restart_at and time.monotonic() >= restart_at[i]:
+                    del restart_at[i]
+                    workers[i] = _Worker(context, worker_options, i)
+                    log.info("worker_started", worker=i, pid=workers[i].process.pid)
+            time.sleep(0.05)
+    finally:
+        if reserved is not None:
+            reserved.close()
+
+
+def _stop_all(workers: list[_Worker], grace: float, log) -> int:
+    """SIGTERM every worker, wait for them to drain (killing any that outlive `grace` by 10 s); 0 if all exited 0."""
+    log.info("draining", grace_seconds=grace, workers=len(workers))
+    alive = [w for w in workers if w.process.is_alive()]
+    for w in alive:
+        os.kill(w.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace + 10
+    status = 0
+    for w in alive:  # a worker already dead (restart pending) has nothing to drain
+        w.process.join(max(0.0, deadline - time.monotonic()))
+        if w.process.is_alive():
+            log.error("worker_killed", worker=w.index, pid=w.process.pid)
+            w.process.kill()
+            w.process.join()
+            status = 1
+        elif w.process.exitcode != 0 and not (w.state == "starting" and w.process.exitcode == -signal.SIGTERM):
+            status = 1  # (a worker stopped before it was listening had nothing to drain)
+    log.info("stopped")
+    return status
