@@ -97,6 +97,11 @@ class Justification:
         return self._info.interventions
 
     @property
+    def info(self) -> RuleInfo:
+        """The compiled rule: the same object for every decision of one policy set."""
+        return self._info
+
+    @property
     def conditions(self) -> tuple[Condition, ...]:
         if self._conditions is None:
             if self._info.index < 0:

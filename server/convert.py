@@ -59,26 +59,49 @@ def _intervention(d: dict) -> pb.Intervention:
     return pb.Intervention(name=d["name"], arguments=_struct(d["arguments"]), policy=d.get("policy") or "", rule=d.get("rule") or "")
 
 
-def _justification(j: engine.Justification) -> pb.Justification:
-    d = j.to_dict()
-    conditions = []
-    for c in d["conditions"]:
-        cond = pb.Condition(expression=c["expression"], observed=_struct(c["observed"]))
-        if c["held"] is not None:
-            cond.held = c["held"]
-        conditions.append(cond)
-    return pb.Justification(
-        policy=d["policy"],
-        version=d["version"] or "",
-        rule=d["rule"],
-        action=VERDICTS[d["action"]],
-        interventions=[_intervention(i) for i in d["interventions"]],
-        reason=d["reason"] or "",
-        citation=d["citation"] or "",
-        tags=d["tags"],
-        conditions=conditions,
-        deciding=d["deciding"],
+# The parts of a justification that depend only on the rule, built once per compiled
+# rule and copied into each response. Keyed by the RuleInfo's id, holding the RuleInfo
+# itself so the id cannot be reused while the entry lives; a reload brings new RuleInfos.
+_TEMPLATES: dict[int, tuple[object, pb.Justification]] = {}
+_MAX_TEMPLATES = 100_000
+
+
+def _template(j: engine.Justification) -> pb.Justification:
+    info = j.info
+    entry = _TEMPLATES.get(id(info))
+    if entry is not None and entry[0] is info:
+        return entry[1]
+    if len(_TEMPLATES) >= _MAX_TEMPLATES:  # sets replaced many times: start over
+        _TEMPLATES.clear()
+    template = pb.Justification(
+        policy=j.policy,
+        version=j.version or "",
+        rule=j.rule,
+        action=VERDICTS[j.verdict],
+        interventions=[
+            pb.Intervention(name=name, arguments=_struct({k: list(v) if isinstance(v, tuple) else v for k, v in args}), policy=j.policy, rule=j.rule)
+            for name, args in j.interventions
+        ],
+        reason=j.reason or "",
+        citation=j.citation or "",
+        tags=j.tags,
     )
+    _TEMPLATES[id(info)] = (info, template)
+    return template
+
+
+def _justification(j: engine.Justification) -> pb.Justification:
+    message = pb.Justification()
+    message.CopyFrom(_template(j))
+    message.deciding = j.deciding
+    for c in j.conditions:
+        d = c.to_dict()
+        condition = message.conditions.add(expression=d["expression"])
+        if d["observed"]:
+            condition.observed.update(d["observed"])
+        if d["held"] is not None:
+            condition.held = d["held"]
+    return message
 
 
 def decision_response(decision: engine.Decision, *, request_id: str, content_id: str, trace: dict | None = None) -> pb.EvaluateResponse:
