@@ -80,6 +80,22 @@ def wrong(t: Type, value: object) -> str:
     return f"must be {_expected(t)}, got {_kind_name(value)}"
 
 
+def _unicode(value: str) -> bool:
+    """Whether `value` is valid Unicode text: no lone surrogates (json.loads makes them from `\\ud800`)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_unicode(value: str) -> str:
+    at = next(i for i, c in enumerate(value) if 0xD800 <= ord(c) <= 0xDFFF)
+    return f"must be valid Unicode text, got a lone surrogate U+{ord(value[at]):04X} at index {at}"
+
+
 def check_value(t: Type, value: object) -> str | None:
     """What is wrong with `value` as a `t`, or None. Used for defaults and test inputs."""
     _, err = _convert(t, value)
@@ -90,7 +106,9 @@ def _convert(t: Type, value: object) -> tuple[object, str | None]:
     k = t.kind
     vt = type(value)
     if k in ("string", "enum"):
-        return (value, None) if vt is str else (None, wrong(t, value))
+        if vt is not str:
+            return None, wrong(t, value)
+        return (value, None) if _unicode(value) else (None, _not_unicode(value))
     if k == "bool":
         return (value, None) if vt is bool else (None, wrong(t, value))
     if k == "int":
@@ -110,7 +128,7 @@ def _convert(t: Type, value: object) -> tuple[object, str | None]:
         return None, wrong(t, value)
     if vt not in (list, tuple, set, frozenset):
         return None, wrong(t, value)
-    if t.element.kind in ("string", "enum") and set(map(type, value)) <= {str}:
+    if t.element.kind in ("string", "enum") and set(map(type, value)) <= {str} and all(map(_unicode, value)):
         return (frozenset(value) if k == "set" else tuple(value)), None
     out = []
     for i, item in enumerate(value):
@@ -204,7 +222,7 @@ def _fast_check(f: FieldInfo, v: str) -> str:
     """A cheap test that is true exactly when `v` is already a valid, final value."""
     k = f.type.kind
     if k == "string":
-        return f"type({v}) is str"
+        return f"type({v}) is str and _U({v})"
     if k == "bool":
         return f"type({v}) is bool"
     if k == "enum":
@@ -217,7 +235,7 @@ def _fast_check(f: FieldInfo, v: str) -> str:
 
 
 def _generate(schema: SchemaInfo) -> Callable:
-    consts: dict[str, object] = {"InputError": InputError, "Violation": Violation, "_kind": _kind_name, "_NOGET": {}.get}
+    consts: dict[str, object] = {"InputError": InputError, "Violation": Violation, "_kind": _kind_name, "_NOGET": {}.get, "_U": _unicode}
     lines = [
         "def validate(a):",
         "    if type(a) is not dict:",
@@ -261,7 +279,7 @@ def _generate(schema: SchemaInfo) -> Callable:
             # the common list of strings converts inline; anything else takes the slow path
             make = "frozenset" if f.type.kind == "set" else "tuple"
             consts["_STR"] = frozenset((str,))
-            lines.append(f"    if type({v}) is list and set(map(type, {v})) <= _STR:")
+            lines.append(f"    if type({v}) is list and set(map(type, {v})) <= _STR and all(map(_U, {v})):")
             lines.append(f"        {v} = {make}({v})")
             lines.append(f"    elif {v} is None:")
             if f.has_default:

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Run the compiler fuzzing strategy of tests/test_fuzz_compiler.py for many cases.
+
+    python bench/fuzz/run.py                 # 100,000 cases
+    python bench/fuzz/run.py --cases 5000 --seed 1
+
+Draws mutated policy sets from `mutated_files()` (hypothesis, reproducible for a seed),
+checks `check_invariants` on each, and reports: cases tried, diagnostics by code, crashes
+(any exception or failed invariant: 0 expected, each printed with its input), and the
+slowest case. Exits 1 if anything crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+
+from tests.test_fuzz_compiler import check_invariants, mutated_files  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--show", type=int, default=5, help="crashes to print in full")
+    args = ap.parse_args()
+
+    codes: collections.Counter[str] = collections.Counter()
+    crashes: list[tuple[object, str]] = []
+    stats = {"cases": 0, "clean": 0, "max": 0.0, "max_case": None}
+    started = time.monotonic()
+
+    @seed(args.seed)  # reproducible runs: same seed, same cases
+    @settings(max_examples=args.cases, deadline=None, database=None, suppress_health_check=list(HealthCheck), phases=["generate"])
+    @given(case=mutated_files())
+    def one(case) -> None:
+        stats["cases"] += 1
+        t0 = time.monotonic()
+        try:
+            result = check_invariants(case.files, case.target)
+        except Exception:  # noqa: BLE001 - every failure is a finding, reported below
+            crashes.append((case, traceback.format_exc()))
+            return
+        finally:
+            took = time.monotonic() - t0
+            if took > stats["max"]:
+                stats["max"], stats["max_case"] = took, case
+        codes.update(d.code for d in result.diagnostics)
+        stats["clean"] += result.ok
+        if stats["cases"] % 1000 == 0:
+            print(f"  {stats['cases']} cases, {len(crashes)} crashes, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+    one()
+
+    elapsed = time.monotonic() - started
+    print(f"cases tried:        {stats['cases']}")
+    print(f"compiled clean:     {stats['clean']}")
+    print(f"crashes:            {len(crashes)}")
+    print(f"max time per case:  {stats['max']:.3f} s")
+    print(f"mean time per case: {elapsed / max(stats['cases'], 1) * 1000:.1f} ms ({elapsed:.0f} s total)")
+    print("diagnostics by code:")
+    for code, n in sorted(codes.items()):
+        print(f"  {code}  {n}")
+    for case, tb in crashes[: args.show]:
+        print("-" * 72)
+        print(repr(case)[:3000])
+        print(tb)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
