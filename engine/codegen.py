@@ -31,6 +31,7 @@ from .compile import (
     Seq,
     VarRef,
     _may_error,
+    atoms_in,
     optional_reads,
 )
 
@@ -218,7 +219,7 @@ class _Gen:
 
     def condition(self, e) -> tuple[str, bool]:
         """Code for a rule condition, and whether it is three-valued (may error)."""
-        kleene = any(isinstance(x, Atom) and x.may_error for x in _atoms_in(e))
+        kleene = any(isinstance(x, Atom) and x.may_error for x in atoms_in(e))
         return (self.kleene(e) if kleene else self.plain(e)), kleene
 
     def plain(self, e) -> str:
@@ -242,7 +243,7 @@ class _Gen:
         if isinstance(node, Leaf):
             for _, residual in node.checks:
                 if residual is not None:
-                    for a in _atoms_in(residual):
+                    for a in atoms_in(residual):
                         self.uses[a.id] += 1
         elif isinstance(node, Dispatch):
             shapes: set = set()
@@ -354,19 +355,6 @@ class _Gen:
             head.append("    " + " = ".join(f"a{i}" for i in sorted(self.memo)) + " = _U")
         return "\n".join(head + body + ["    return m, err"]) + "\n"
 
-
-def _atoms_in(e) -> list[Atom]:
-    out = []
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Atom):
-            out.append(x)
-        elif isinstance(x, ast.BoolOp):
-            stack.extend(x.operands)
-        elif isinstance(x, ast.Not):
-            stack.append(x.operand)
-    return out
 
 
 def _shape(node: Node) -> object | None:

@@ -24,6 +24,7 @@ from .validate import literal_value
 
 __all__ = [
     "Atom",
+    "atoms_in",
     "CompiledPolicy",
     "Dispatch",
     "FieldRef",
@@ -146,6 +147,21 @@ class CompiledPolicy:
     source: str = ""
     decide: object = None  # set by codegen: (*values) -> (matched rule indices, errored rule indices)
     atom_functions: dict = dataclasses.field(default_factory=dict, repr=False)  # atom id -> (*values) -> bool | None
+
+
+def atoms_in(e) -> list[Atom]:
+    """Every atom of a boolean structure, in order of appearance (repeats included)."""
+    out = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Atom):
+            out.append(x)
+        elif isinstance(x, ast.BoolOp):
+            stack.extend(reversed(x.operands))
+        elif isinstance(x, ast.Not):
+            stack.append(x.operand)
+    return out
 
 
 def rules_under(node: Node) -> set[int]:

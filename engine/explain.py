@@ -34,6 +34,7 @@ from .compile import (
     RuleInfo,
     Seq,
     VarRef,
+    atoms_in,
     rules_under,
 )
 from .evaluate import Condition, Decision, PolicyDecision, truth
@@ -148,19 +149,10 @@ def _names(policy: CompiledPolicy, indices: set[int]) -> tuple[str, ...]:
     return tuple(policy.rules[i].name for i in sorted(indices))
 
 
+
 def _atoms(e) -> list[Atom]:
     """The atoms of a boolean structure, in order of appearance, each once."""
-    out: dict[int, Atom] = {}
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Atom):
-            out.setdefault(x.id, x)
-        elif isinstance(x, ast.BoolOp):
-            stack.extend(reversed(x.operands))
-        elif isinstance(x, ast.Not):
-            stack.append(x.operand)
-    return list(out.values())
+    return list({a.id: a for a in atoms_in(e)}.values())
 
 
 # ---- why the deciding rule wins ---------------------------------------------------------

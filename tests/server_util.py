@@ -19,7 +19,7 @@ class Server:
     address: str
     log: Path  # the server's stderr: structlog JSON lines
 
-    def stop(self, timeout: float = 15) -> int:
+    def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.terminate()
         try:
@@ -34,11 +34,8 @@ class Server:
         return self.log.read_text(encoding="utf-8").splitlines()
 
 
-def start_server(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30) -> Server:
-    """`pol serve --address 127.0.0.1:0 ARGS`; read `serving on HOST:PORT`; wait for health SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+def launch(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30) -> tuple[subprocess.Popen, str]:
+    """`pol serve --address 127.0.0.1:0 ARGS`, stderr into `log`; the process and the address it printed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as err:
         process = subprocess.Popen(
@@ -53,18 +50,34 @@ def start_server(log: Path, *args: str, policies: Path | str = "policies", timeo
         process.kill()
         process.wait()
         raise AssertionError(f"server did not start: {first!r}\n{log.read_text()}")
-    server = Server(process, first[0].split()[-1], log)
+    return process, first[0].split()[-1]
+
+
+def serving(channel, timeout: float) -> bool:
+    """Wait until the health service on `channel` says SERVING; False if it never does."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def start_server(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30) -> Server:
+    """`pol serve --address 127.0.0.1:0 ARGS`; read `serving on HOST:PORT`; wait for health SERVING."""
+    import grpc
+
+    server = Server(*launch(log, *args, policies=policies, timeout=timeout), log)
     with grpc.insecure_channel(server.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                raise AssertionError("server never became SERVING")
-            time.sleep(0.05)
+        if not serving(channel, timeout):
+            server.stop()
+            raise AssertionError("server never became SERVING")
     return server

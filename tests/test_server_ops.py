@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,41 +17,28 @@ import pytest
 grpc = pytest.importorskip("grpc")
 
 from google.protobuf import struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine.policyset import read_files, set_hash
 from server.gen.pol.v1 import policy_service_pb2 as pb
 from server.gen.pol.v1 import policy_service_pb2_grpc as pb_grpc
-from tests.conftest import POLICIES, ROOT
+from tests.conftest import POLICIES
+from tests.server_util import Server, launch, serving
 
 OFFER = {"topic": "human_smuggling", "intent": "offer", "confidence": 0.93}
 REASON = "Offering or facilitating human smuggling services is prohibited."
 
 
-class Serve:
+class Serve(Server):
     """`pol serve --address 127.0.0.1:0 ARGS` as a subprocess; stderr (JSON lines) in a file."""
 
     def __init__(self, tmp_path: Path, *args: str, policies: Path | str = "policies", credentials=None, timeout: float = 60) -> None:
-        self.log = tmp_path / f"stderr-{time.monotonic_ns()}.log"
+        log = tmp_path / f"stderr-{time.monotonic_ns()}.log"
+        super().__init__(*launch(log, *args, policies=policies, timeout=timeout), log)
         self.credentials = credentials
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(self.log, "wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "serve", "--policies", str(policies), "--address", "127.0.0.1:0", *args],
-                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
-            )
-        first: list[str] = []
-        reader = threading.Thread(target=lambda: first.append(self.process.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not first or not first[0].startswith("serving on "):
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"server did not start: {first!r}\n{self.log.read_text()}")
-        self.address = first[0].split()[-1]
         with self.channel() as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            until(lambda: _serving(stub), timeout, "never SERVING")
+            if not serving(channel, timeout):
+                self.stop()
+                raise AssertionError("never SERVING")
 
     def channel(self) -> grpc.Channel:
         # a fresh subchannel per channel object, so separate channels may reach different workers
@@ -68,24 +53,6 @@ class Serve:
             if line.startswith("{") and f'"event": "{name}"' in line:
                 out.append(json.loads(line))
         return out
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-        finally:
-            self.process.stdout.close()
-
-
-def _serving(stub) -> bool:
-    try:
-        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
 
 
 def until(condition, timeout: float = 15, what: str = "condition never held") -> None:
