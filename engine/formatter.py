@@ -72,10 +72,10 @@ def format_source(text: str, path: str = "<stdin>") -> str:
     tokens = sorted(cst.scan_values(lambda v: isinstance(v, Token)), key=lambda t: t.start_pos)
     gaps, end = _gaps(text, tokens)
     breaks: set[int] = set()
-    while True:  # each round breaks every overlong condition once more
+    while True:  # each round breaks the overlong conditions: usually one round is enough
         printer = _Printer(gaps, breaks)
         out = printer.file(cst, end)
-        more = {_pick(c) for c in printer.w.overlong} - breaks
+        more = {key for candidates, length in printer.w.overlong for key in _picks(candidates, length)} - breaks
         if not more:
             break
         breaks |= more
@@ -195,7 +195,8 @@ class _Line:
     comment_indent: int | None = None  # own-line comments before the token (default: indent)
 
 
-_CONT = "cont"  # a break the layout keeps: a new line at the innermost continuation column
+_CONT = "cont"
+_Candidate = tuple[tuple[int, int], int, int, int]  # (rank, column, token position, continuation column)  # a break the layout keeps: a new line at the innermost continuation column
 
 
 @dataclass
@@ -207,8 +208,8 @@ class _Writer:
     anchors: int = 0  # continuation columns to take from the next token written
     pending: _Gap | None = None  # the gap of tokens left out, for the next token written
     after_opener: bool = False  # the last line opens a block: no blank line after it
-    candidates: list[tuple[tuple[int, int], int, int]] = field(default_factory=list)
-    overlong: list[list[tuple[tuple[int, int], int, int]]] = field(default_factory=list)
+    candidates: list[_Candidate] = field(default_factory=list)
+    overlong: list[tuple[list[_Candidate], int]] = field(default_factory=list)  # with the line's length
 
     def emit(self, tok: Token | str, how, candidate: tuple[int, int] | None = None) -> None:
         """Write a token: after `how` (a separator, `_CONT` or a `_Line`), with the comments before it."""
@@ -243,7 +244,7 @@ class _Writer:
             column = len(self.cur) + len(how) if self.cur is not None else 0
             self.cur = (self.cur or "") + how + text
             if candidate is not None:
-                self.candidates.append((candidate, column, tok.start_pos))
+                self.candidates.append((candidate, column, tok.start_pos, self.cont[-1]))
         for _ in range(self.anchors):
             self.cont.append(column)
         self.anchors = 0
@@ -290,7 +291,7 @@ class _Writer:
         assert self.cur is not None
         code = self.cur.rstrip()
         if len(code) > LINE_LIMIT and self.candidates:
-            self.overlong.append(self.candidates)
+            self.overlong.append((self.candidates, len(code)))
         self.candidates = []
         line = code
         if note is not None:
@@ -307,12 +308,37 @@ class _Writer:
             self._put("")
 
 
-def _pick(candidates: list[tuple[tuple[int, int], int, int]]) -> int:
-    """Where to break an overlong line: before its loosest `and`/`or`, as late as still fits."""
-    best = min(rank for rank, _, _ in candidates)
-    loosest = [(column, key) for rank, column, key in candidates if rank == best]
-    fitting = [key for column, key in loosest if column - 1 <= LINE_LIMIT]
-    return fitting[-1] if fitting else loosest[0][1]
+def _picks(candidates: list[_Candidate], length: int) -> list[int]:
+    """Where to break an overlong line: before its loosest `and`/`or`, as late as still fits;
+    then the same again on the rest of the line, until what is left fits.
+
+    Breaking once per round would take a round, each a whole pass, per line of output:
+    quadratic in a long chain of `or`s. Linear here: each pick scans forward from the last.
+    """
+    n = len(candidates)
+    loosest_after = [(0, 0)] * n  # the loosest rank among candidates[i:]
+    best = None
+    for i in range(n - 1, -1, -1):
+        best = candidates[i][0] if best is None else min(best, candidates[i][0])
+        loosest_after[i] = best
+    picks: list[int] = []
+    shift = 0  # how far left the rest of the line has moved so far
+    i = 0
+    while i < n and length - shift > LINE_LIMIT:
+        rank = loosest_after[i]
+        chosen = None
+        j = i
+        while j < n and candidates[j][1] - shift - 1 <= LINE_LIMIT:
+            if candidates[j][0] == rank:
+                chosen = j
+            j += 1
+        if chosen is None:  # nothing fits: break at the first loosest
+            chosen = next(k for k in range(i, n) if candidates[k][0] == rank)
+        _, column, key, cont = candidates[chosen]
+        picks.append(key)
+        shift = column - cont  # the operator starts the next line, at its continuation column
+        i = chosen + 1
+    return picks
 
 
 def _first(node: Tree | Token) -> Token:
