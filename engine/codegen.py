@@ -38,6 +38,11 @@ from .compile import (
 __all__ = ["DivisionByZero", "atom_function", "generate", "kleene_and", "kleene_not", "kleene_or"]
 
 _UNSET = object()
+# `matches` only asks whether there is a match. Without captures RE2 answers from its DFA;
+# with them it also runs its NFA for the groups' spans, which for `(.*a){20}` over 1 MB
+# takes seconds instead of milliseconds.
+_PATTERN_OPTIONS = re2.Options()
+_PATTERN_OPTIONS.never_capture = True
 
 
 class DivisionByZero(Exception):
@@ -165,7 +170,7 @@ class _Gen:
     def boolean_plain(self, e, vars: dict[str, str]) -> str:
         """A boolean expression inside an atom (quantifier bodies): plain Python logic."""
         if isinstance(e, ast.BoolOp):
-            return "(" + f" {e.op} ".join(self.boolean_plain(c, vars) for c in e.operands) + ")"
+            return "(" + f" {e.op} ".join(_once(self.boolean_plain(c, vars) for c in e.operands)) + ")"
         if isinstance(e, ast.Not):
             return f"(not {self.boolean_plain(e.operand, vars)})"
         if isinstance(e, Atom):
@@ -193,7 +198,7 @@ class _Gen:
         if op == "contains":
             return f"({right} in {left})"
         if op == "matches":
-            pattern = self.const(re2.compile(e.right.value), "_R")
+            pattern = self.const(re2.compile(e.right.value, _PATTERN_OPTIONS), "_R")
             return f"({pattern}.search({left}) is not None)"
         if op == "starts_with":
             return f"{left}.startswith({right})"
@@ -224,7 +229,7 @@ class _Gen:
 
     def plain(self, e) -> str:
         if isinstance(e, ast.BoolOp):
-            return "(" + f" {e.op} ".join(self.plain(c) for c in e.operands) + ")"
+            return "(" + f" {e.op} ".join(_once(self.plain(c) for c in e.operands)) + ")"
         if isinstance(e, ast.Not):
             return f"(not {self.plain(e.operand)})"
         return self.atom(e)
@@ -232,7 +237,7 @@ class _Gen:
     def kleene(self, e) -> str:
         if isinstance(e, ast.BoolOp):
             fn = "_and3" if e.op == "and" else "_or3"
-            return f"{fn}(" + ", ".join(self.kleene(c) for c in e.operands) + ")"
+            return f"{fn}(" + ", ".join(_once(self.kleene(c) for c in e.operands)) + ")"
         if isinstance(e, ast.Not):
             return f"_not3({self.kleene(e.operand)})"
         return self.atom(e)
@@ -355,6 +360,12 @@ class _Gen:
             head.append("    " + " = ".join(f"a{i}" for i in sorted(self.memo)) + " = _U")
         return "\n".join(head + body + ["    return m, err"]) + "\n"
 
+
+
+def _once(operands) -> list[str]:
+    """Operands of one `and`/`or` with repeats dropped: both are idempotent and operands have no side effects,
+    so `x and x` is `x`, and a condition repeated 10,000 times does not become 10,000 copies of code."""
+    return list(dict.fromkeys(operands))
 
 
 def _shape(node: Node) -> object | None:

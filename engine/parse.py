@@ -86,6 +86,9 @@ _CLAUSES = ("THEN", "BECAUSE", "CITE", "TAGS", "WHEN")
 # snapshot would only cost time (10,000 nested objects would copy the parser stack 10,000 times).
 _SNAPSHOT_DEPTH = 8
 _CHECKPOINT_EVERY = 256
+# Brackets nested deeper than this are not parsed inside (`_cut_deep`): far past P005,
+# and deeper than anyone writes by hand, so only a syntax error that deep goes unreported.
+_CUT_DEPTH = 10 * MAX_DEPTH
 # after these, a token may still continue a name (`author.` + NAME) or start a reserved-word misuse
 _NAME_FOLLOWERS = frozenset("COLON OPTIONAL EQUAL DOT LBRACE LPAR".split())
 
@@ -277,12 +280,53 @@ def parse_text(path: str, text: str) -> tuple[ast.File | None, Source, list[Diag
     tokens, quiet, gave_up = _lex(source, diags)
     if gave_up:
         return None, source, diags
+    tokens, quiet = _cut_deep(tokens, quiet)
     tree = _parse_tokens(source, tokens, diags, quiet)
     if tree is None or any(d.is_error for d in diags):
         return None, source, diags
     # Problems the builder finds (bad escapes, numbers out of range, ...) leave a
     # complete AST, so checking goes on and reports the rest of the file too.
     return _Builder(source, diags).file(tree), source, diags
+
+
+def _cut_deep(tokens: list[Token], quiet: set[int]) -> tuple[list[Token], set[int]]:
+    """`tokens` with the inside of every bracket pair nested deeper than _CUT_DEPTH left out.
+
+    The builder reports P005 above MAX_DEPTH, and every bracket below the statement
+    braces adds a level, so what lies that deep is P005 whatever it is (only a syntax
+    error in there goes unreported); the brackets themselves stay, so the P005 span is
+    the same. It saves Lark building a tree that deep: 100,000 nested parentheses parse
+    in half a second, not five. Unbalanced brackets are parsed as written (their syntax
+    error says more). The indexes in `quiet` are mapped to the new list.
+    """
+    closing = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
+    stack: list[int] = []
+    cuts: list[tuple[int, int]] = []  # (opening index, closing index), in order, disjoint
+    for i, tok in enumerate(tokens):
+        if tok.type in ("LPAR", "LSQB", "LBRACE"):
+            stack.append(i)
+        elif tok.type in closing:
+            if not stack or tokens[stack[-1]].type != closing[tok.type]:
+                return tokens, quiet
+            opening = stack.pop()
+            if len(stack) == _CUT_DEPTH and i > opening + 1:
+                cuts.append((opening, i))
+    if stack or not cuts:
+        return tokens, quiet
+    kept: list[Token] = []
+    index: dict[int, int] = {}  # old index -> new, for the tokens kept
+    start = 0
+    for opening, close in cuts:
+        for j in range(start, opening + 1):
+            index[j] = len(kept)
+            kept.append(tokens[j])
+        if tokens[opening].type == "LPAR":  # `(...)` needs an expression inside: `true` stands in
+            kept.append(Token.new_borrow_pos("TRUE", "true", tokens[close]))
+        start = close
+    for j in range(start, len(tokens)):
+        index[j] = len(kept)
+        kept.append(tokens[j])
+    return kept, {index[q] for q in quiet if q in index}
 
 
 # ---- lexing -----------------------------------------------------------------------
@@ -357,7 +401,7 @@ def _lex_error(source: Source, pos: int, tokens: list[Token], diags: list[Diagno
     if ch == '"':
         end = line_end
         following = _next_line(text, line_end)
-        wrapped = re.match(r'(?:[^"\\]|\\.)*"', following) if following is not None else None
+        wrapped = re.match(r'(?:[^"\\]|\\.)*+"', following) if following is not None else None
         if wrapped is not None and _even_quotes(following[wrapped.end() :]):
             # a string wrapped onto the next line, closed there: one error, and the
             # string ends where its author ended it
@@ -477,10 +521,12 @@ def _parse_tokens(source: Source, tokens: list[Token], diags: list[Diagnostic], 
         return _describe_block(source, tokens, k) if k != -1 else None
 
     # snapshots: states at statement boundaries, to resume from after an error;
-    # checkpoints: states on the path actually parsed, at most _CHECKPOINT_EVERY tokens
-    # apart, to rebuild the state just before a failing token cheaply
+    # checkpoint: the latest state on the path actually parsed, at most _CHECKPOINT_EVERY
+    # tokens back, to rebuild the state just before a failing token cheaply. Only the
+    # latest is kept: each copies the parser stack, so keeping them all would cost
+    # tokens / _CHECKPOINT_EVERY * nesting depth (gigabytes for 100,000 nested parentheses)
     snapshots: list[tuple[int, object]] = [(0, state.copy(deepcopy_values=False))]
-    checkpoints: list[tuple[int, object]] = list(snapshots)
+    checkpoint: tuple[int, object] = snapshots[0]
     reported = sum(1 for d in diags if d.is_error)  # lexical errors count too
     # a second error on a line, after a lexical or syntax error there, is most likely
     # an echo of the first: not reported
@@ -499,16 +545,16 @@ def _parse_tokens(source: Source, tokens: list[Token], diags: list[Diagnostic], 
                     tok.type in _STATEMENT_STARTERS or prev is not None and prev.type in ("LBRACE", "RBRACE")
                 ):
                     snapshots.append((i, state.copy(deepcopy_values=False)))
-                    checkpoints.append(snapshots[-1])
-                elif i - checkpoints[-1][0] >= _CHECKPOINT_EVERY:
-                    checkpoints.append((i, state.copy(deepcopy_values=False)))
+                    checkpoint = snapshots[-1]
+                elif i - checkpoint[0] >= _CHECKPOINT_EVERY:
+                    checkpoint = (i, state.copy(deepcopy_values=False))
         else:
             tok = _end_token(source, tokens)
         resumed_here = False
         try:
             result = state.feed_token(tok, is_end)
         except UnexpectedToken as e:
-            before = _replay(checkpoints[-1], tokens, i)
+            before = _replay(checkpoint, tokens, i)
             first = _first_on_line(source, tokens, i)
             repaired = inserted = None
             if before is not None and not is_end and i not in repaired_at:
@@ -548,7 +594,7 @@ def _parse_tokens(source: Source, tokens: list[Token], diags: list[Diagnostic], 
                 for j in range(i, n + 1):
                     depth_before[j] = max(0, depth_before[j] - m)
                 snapshots.append((i, state.copy(deepcopy_values=False)))
-                checkpoints.append(snapshots[-1])
+                checkpoint = snapshots[-1]
                 resumed_here = True
                 continue
             if inserted is not None:
@@ -557,7 +603,7 @@ def _parse_tokens(source: Source, tokens: list[Token], diags: list[Diagnostic], 
                 if kind == "LBRACE":
                     for j in range(i, n + 1):
                         depth_before[j] += 1
-                checkpoints.append((i, state.copy(deepcopy_values=False)))
+                checkpoint = (i, state.copy(deepcopy_values=False))
                 resumed_here = True
                 continue
             # restore the latest snapshot no deeper than here, skip to the next statement
@@ -578,9 +624,7 @@ def _parse_tokens(source: Source, tokens: list[Token], diags: list[Diagnostic], 
             # the tree is thrown away now: parse on without building it
             state = snap_state.copy(deepcopy_values=False)
             state.parse_conf = _no_callbacks(state.parse_conf)
-            while checkpoints and checkpoints[-1][0] >= snap_index:
-                checkpoints.pop()
-            checkpoints.append((j, state.copy(deepcopy_values=False)))
+            checkpoint = (j, state.copy(deepcopy_values=False))
             resumed_here = True
             last_resume = i = j
             prev = tokens[j - 1] if j > 0 else None

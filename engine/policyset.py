@@ -48,7 +48,8 @@ class UnknownPolicyError(KeyError):
         super().__init__(name)
 
     def __str__(self) -> str:
-        return f"unknown policy `{self.name}`; loaded: {', '.join(self.known) or 'none'}"
+        name = self.name if len(self.name) <= 100 else f"{self.name[:100]}... ({len(self.name) - 100} more characters)"
+        return f"unknown policy `{name}`; loaded: {', '.join(self.known) or 'none'}"
 
 
 @dataclass
@@ -213,19 +214,57 @@ def _final(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
 
 
 def read_files(path: str | os.PathLike) -> dict[str, bytes]:
-    """Every .pol file under a directory (recursively), or one file and what it imports."""
+    """Every .pol file under a directory (recursively), or one file and what it imports.
+
+    All or nothing, so a set is never silently missing a file: LoadError if the directory
+    cannot be listed (or vanishes meanwhile), a name is not UTF-8, or a `*.pol` entry is not
+    a readable regular file (a directory, FIFO, device, broken link, no permission). Files
+    are opened non-blocking and checked after opening: a FIFO never hangs the reader.
+    """
+    import stat
+
+    def read(p: str) -> bytes:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if os.path.islink(p):
+                raise LoadError(f"{p}: broken symbolic link to {os.readlink(p)}") from None
+            raise
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+                raise LoadError(f"{p}: not a regular file ({kind})")
+            with open(fd, "rb", closefd=False) as f:
+                return f.read()
+        finally:
+            os.close(fd)
+
+    def fail(e: OSError) -> None:
+        raise e
+
     root = Path(path)
     if not root.exists():
         raise LoadError(f"{path}: no such file or directory")
     files: dict[str, bytes] = {}
     try:
         if root.is_dir():
-            for p in sorted(root.rglob("*.pol")):
-                if p.is_file():
-                    files[p.relative_to(root).as_posix()] = p.read_bytes()
+            for top, dirs, names in os.walk(root, onerror=fail):  # symlinked directories are not followed
+                for name in [*dirs, *names]:
+                    if name.endswith(".pol"):
+                        full = os.path.join(top, name)
+                        relative = Path(os.path.relpath(full, root)).as_posix()
+                        try:
+                            relative.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raise LoadError(f"{os.fsencode(full).decode('utf-8', 'backslashreplace')}: file name is not valid UTF-8") from None
+                        files[relative] = read(full)
+            files = dict(sorted(files.items()))
         else:
-            files[root.name] = root.read_bytes()
+            files[root.name] = read(str(root))
             _read_imports(root, files)
+    except LoadError:
+        raise
     except OSError as e:
         raise LoadError(f"{e.filename or path}: {e.strerror or e}") from e
     return files

@@ -19,6 +19,7 @@ from .types import FieldInfo, SchemaInfo, Type
 __all__ = ["InputError", "Violation", "check_value", "compile_validator", "literal_value", "validate_object"]
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+MAX_ECHO = 256  # characters of a caller's value a warning repeats
 
 
 class Violation(tuple):
@@ -70,13 +71,18 @@ def _expected(t: Type) -> str:
     return f"a list of {_expected(t.element)[2:] if _expected(t.element).startswith('a ') else _expected(t.element)}"
 
 
+def _int_text(value: int) -> str:
+    """`value` in digits, or its size when too long to echo (str() of a huge int is slow, and refused past 4300 digits)."""
+    return str(value) if value.bit_length() <= 256 else f"of {value.bit_length()} bits"
+
+
 def wrong(t: Type, value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value!r}"
     if t.kind == "int" and isinstance(value, float):
         return f"must be an integer, got {value!r}"
     if t.kind == "int" and type(value) is int:
-        return f"integer {value} is out of range (64-bit)"
+        return f"integer {_int_text(value)} is out of range (64-bit)"
     return f"must be {_expected(t)}, got {_kind_name(value)}"
 
 
@@ -124,7 +130,7 @@ def _convert(t: Type, value: object) -> tuple[object, str | None]:
             try:
                 return float(value), None
             except OverflowError:
-                return None, f"number {str(value)[:20]}... is out of range"
+                return None, f"number {_int_text(value)} is out of range"
         return None, wrong(t, value)
     if vt not in (list, tuple, set, frozenset):
         return None, wrong(t, value)
@@ -184,7 +190,11 @@ def validate_object(schema: SchemaInfo, value: object, strict: bool = False) -> 
     return violations
 
 
+# Keyed by the schema's id, holding the schema so the id is not reused while the entry
+# lives. Bounded: a long-lived server compiles a new schema on every reload and every
+# ValidatePolicy call, and each PolicySet keeps its own validators anyway.
 _CACHE: dict[int, tuple[SchemaInfo, Callable]] = {}
+_CACHE_SIZE = 64
 
 
 def compile_validator(schema: SchemaInfo) -> Callable[[object], tuple[tuple, list | None]]:
@@ -193,8 +203,15 @@ def compile_validator(schema: SchemaInfo) -> Callable[[object], tuple[tuple, lis
     if cached is not None and cached[0] is schema:
         return cached[1]
     fn = _generate(schema)
+    if len(_CACHE) >= _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]  # the oldest entry
     _CACHE[id(schema)] = (schema, fn)
     return fn
+
+
+def _excerpt(text: str) -> str:
+    """The caller's text as echoed in a warning: at most MAX_ECHO characters, so a huge value is not sent back whole."""
+    return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text) - MAX_ECHO} more characters)"
 
 
 def _fixer(f: FieldInfo) -> Callable[[object], tuple[object, str | None, tuple | None]]:
@@ -210,9 +227,9 @@ def _fixer(f: FieldInfo) -> Callable[[object], tuple[object, str | None, tuple |
         if error is not None:
             return None, error, None
         if enum is not None and converted not in enum:
-            return converted, None, (f.dotted, converted)
+            return converted, None, (f.dotted, _excerpt(converted))
         if element_enum is not None and not element_enum.issuperset(converted):
-            return converted, None, (f.dotted, sorted(set(converted) - element_enum)[0])
+            return converted, None, (f.dotted, _excerpt(sorted(set(converted) - element_enum)[0]))
         return converted, None, None
 
     return fix
