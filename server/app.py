@@ -22,11 +22,14 @@ finish, exit 0.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, replace
@@ -38,16 +41,19 @@ from grpc_reflection.v1alpha import reflection
 
 import engine
 from engine.policyset import read_files, set_hash
-from server.gen.pol.v1 import policy_service_pb2 as pb
-from server.gen.pol.v1 import policy_service_pb2_grpc as pb_grpc
-from server.service import Limits, PolicyService
+from server.decisionlog import DecisionLog
+from server.guard import Guard, MemoryTrim
+from server.service import SERVICE_NAME, Limits, PolicyService, add_to_server
 from server.state import Live
 
 __all__ = ["Options", "configure_logging", "serve"]
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
-LOOPBACK = ("127.", "localhost", "[::1]", "::1")
 SETTLE = 0.1  # seconds a changed directory must stay unchanged before a reload reads it
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds for a gRPC channel argument (a C int)."""
+    return min(round(seconds * 1000), 2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,12 @@ class Options:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     workers: int = 1  # server processes; more than 1: a supervisor and N SO_REUSEPORT workers
+    log_annotations: bool = False  # decision log lines carry the annotations (off: they hold no values)
+    max_streams: int = 0  # streaming calls holding threads at once; 0: half of `threads` (server/guard.py)
+    handshake_timeout: float = 20.0  # seconds a new connection gets to complete its handshake
+    max_connection_idle: float = 300.0  # seconds a connection may carry no call before it is closed; 0: never
+    max_connection_age: float = 0.0  # seconds before a connection is closed (its calls get `grace`); 0: never
+    trim_interval: float = 10.0  # seconds between returns of freed memory to the system; 0: never
 
 
 class _LineWriter:
@@ -107,14 +119,28 @@ def configure_logging(worker: int | None = None, *, shared: bool = False) -> Non
 
 
 def load_tested(path: str, files: dict[str, bytes] | None = None) -> tuple[engine.PolicySet | None, list[str]]:
-    """The set at `path` (or made of `files`, read from it) if it compiles and its tests pass; else None and what went wrong."""
+    """The set at `path` (or made of `files`, read from it) if it compiles and its tests pass; else None and what went wrong.
+
+    Also refused: an empty file, or a set with no policy, which is what a save or a deploy
+    caught half-way looks like (a truncated file; a directory emptied or not yet filled).
+    Never raises: a compiler bug refuses the set instead of taking the server down.
+    """
     try:
-        result = engine.compile_sources(files) if files is not None else engine.load_path(path)
+        if files is None:
+            files = read_files(path)
+        empty = [f"{path}/{name}: empty file (a save in progress?)" for name, data in sorted(files.items()) if not data.strip()]
+        if empty:
+            return None, empty
+        result = engine.compile_sources(files)
+        if result.policy_set is None:
+            return None, [engine.render_all(result.diagnostics)]
+        if not result.policy_set.policies:
+            return None, [f"{path}: no policies (an empty or half-written directory?)"]
+        report = engine.run_tests(result.policy_set)
     except engine.LoadError as e:
         return None, [str(e)]
-    if result.policy_set is None:
-        return None, [engine.render_all(result.diagnostics)]
-    report = engine.run_tests(result.policy_set)
+    except Exception as e:  # see the docstring
+        return None, [f"{path}: internal error while loading: {type(e).__name__}: {e}"]
     if not report.passed:
         return None, [f"test failed: {c.id}: {c.failure}" for c in report.failures]
     return result.policy_set, []
@@ -159,15 +185,28 @@ def _serve_one(options: Options, *, worker: int | None = None, ready=None, paren
 
     live = Live(ps)
     limits = options.limits
+    connections = [("grpc.server_handshake_timeout_ms", _ms(options.handshake_timeout))]
+    if options.max_connection_idle:
+        connections.append(("grpc.max_connection_idle_ms", _ms(options.max_connection_idle)))
+    if options.max_connection_age:
+        connections += [("grpc.max_connection_age_ms", _ms(options.max_connection_age)), ("grpc.max_connection_age_grace_ms", _ms(options.grace))]
+    trim = MemoryTrim(options.trim_interval)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="pol-rpc"),
+        interceptors=[Guard(options.max_streams or max(1, options.threads // 2), on_call=trim.touch)],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.so_reuseport", 1 if worker is not None else 0),
+            *connections,
         ],
     )
-    pb_grpc.add_PolicyServiceServicer_to_server(PolicyService(live, limits), server)
+    decisions = DecisionLog(
+        None if sys.stderr.isatty() else sys.stderr.fileno(),
+        static={"worker": worker, "pid": os.getpid()} if worker is not None else None,
+        annotations=options.log_annotations,
+    )
+    add_to_server(PolicyService(live, limits, decisions), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -195,8 +234,8 @@ def _serve_one(options: Options, *, worker: int | None = None, ready=None, paren
     signal.signal(signal.SIGINT, lambda *_: signals.append("stop"))
     signal.signal(signal.SIGHUP, lambda *_: signals.append("reload"))
 
-    files_hash = ps.hash
-    next_poll = time.monotonic() + options.poll
+    reloads: queue.SimpleQueue[str] = queue.SimpleQueue()  # SIGHUPs, for the reload thread
+    threading.Thread(target=_reloader, args=(live, options, log, reloads), name="pol-reload", daemon=True).start()
     while True:
         if parent is not None and os.getppid() != parent:
             log.warning("supervisor_gone", supervisor=parent)
@@ -204,36 +243,70 @@ def _serve_one(options: Options, *, worker: int | None = None, ready=None, paren
         while signals:
             if signals.popleft() == "stop":
                 return _drain(server, health_servicer, options.grace, log)
-            files_hash = _reload(live, options.policies, log, "SIGHUP")
-        if options.poll and time.monotonic() >= next_poll:
-            next_poll = time.monotonic() + options.poll
-            files = _settled_files(options.policies)
-            if files is not None and set_hash(files) != files_hash:
-                files_hash = _reload(live, options.policies, log, "change", files)
+            reloads.put("SIGHUP")
         time.sleep(0.05)
 
 
-def _settled_files(path: str) -> dict[str, bytes] | None:
-    """The files under `path`, read twice SETTLE apart and the same both times; None while they are changing or unreadable."""
-    try:
-        first = read_files(path)
-        time.sleep(SETTLE)
-        second = read_files(path)
-    except engine.LoadError:
-        return None
+def _reloader(live: Live, options: Options, log, requests: queue.SimpleQueue) -> None:
+    """The reload thread: a reload per SIGHUP in `requests` and, every `poll` seconds, one per settled change.
+
+    Apart from the main thread, so a slow compile or a stuck file never delays SIGTERM.
+    A reading already tried (the same files, or the same read error) is not tried or
+    logged again; files equal to the live set need no reload.
+    """
+    tried = live.policy_set.hash  # the last reading tried: the files' hash, or the read error
+    next_poll = time.monotonic() + options.poll
+    while True:
+        try:
+            why = requests.get(timeout=max(0.0, next_poll - time.monotonic())) if options.poll else requests.get()
+        except queue.Empty:
+            why = "change"
+        try:
+            if why == "SIGHUP":
+                tried = _reload(live, options.policies, log, why)
+                continue
+            next_poll = time.monotonic() + options.poll
+            reading = _settled_files(options.policies)
+            if reading is not None:
+                key = str(reading) if isinstance(reading, engine.LoadError) else set_hash(reading)
+                if key != tried:
+                    tried = key if key == live.policy_set.hash else _reload(live, options.policies, log, why, reading)
+        except Exception as e:  # the thread must outlive any bug: later changes still reload
+            log.error("reload_failed", trigger=why, problems=[f"internal error: {type(e).__name__}: {e}"], policy_set_hash=live.policy_set.hash)
+
+
+def _settled_files(path: str) -> dict[str, bytes] | engine.LoadError | None:
+    """The files under `path` (or the error reading them), read twice SETTLE apart: the second reading if both agree, else None (still changing)."""
+
+    def reading() -> dict[str, bytes] | engine.LoadError:
+        try:
+            return read_files(path)
+        except engine.LoadError as e:
+            return e
+
+    first = reading()
+    time.sleep(SETTLE)
+    second = reading()
+    if isinstance(first, engine.LoadError) and isinstance(second, engine.LoadError):
+        return second if str(first) == str(second) else None
     return second if first == second else None
 
 
-def _reload(live: Live, path: str, log, why: str, files: dict[str, bytes] | None = None) -> str:
-    """Compile and test one reading of the files; swap the set in only if clean. The files' hash that was tried."""
-    if files is None:
+def _reload(live: Live, path: str, log, why: str, reading: dict[str, bytes] | engine.LoadError | None = None) -> str:
+    """Compile and test one reading of the files (made now if None); swap the set in only if clean.
+
+    What was tried: the files' hash, or the read error. Every refusal is logged (`reload_failed`).
+    """
+    if reading is None:
         try:
-            files = read_files(path)
+            reading = read_files(path)
         except engine.LoadError as e:
-            log.error("reload_failed", trigger=why, problems=[str(e)], policy_set_hash=live.policy_set.hash)
-            return ""
-    tried = set_hash(files)
-    ps, problems = load_tested(path, files)
+            reading = e
+    if isinstance(reading, engine.LoadError):
+        log.error("reload_failed", trigger=why, problems=[str(reading)], policy_set_hash=live.policy_set.hash)
+        return str(reading)
+    tried = set_hash(reading)
+    ps, problems = load_tested(path, reading)
     if ps is None:
         log.error("reload_failed", trigger=why, problems=problems, tried_hash=tried, policy_set_hash=live.policy_set.hash)
         return tried
@@ -247,13 +320,24 @@ def _drain(server: grpc.Server, health_servicer, grace: float, log) -> int:
     health_servicer.enter_graceful_shutdown()
     done = server.stop(grace)
     done.wait()
+    from server import validation
+
+    validation.shutdown()  # ValidatePolicy's compiler processes: none outlives the server
     log.info("stopped")
     return 0
 
 
 def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT names a loopback interface: `localhost` or a loopback IP (127.0.0.0/8, ::1)."""
     host = address.rsplit(":", 1)[0]
-    return host.startswith(LOOPBACK)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: it could resolve anywhere
+        return False
 
 
 # ---- the supervisor (workers > 1) ------------------------------------------------------------

@@ -49,7 +49,10 @@ class PolError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> PolError:
-        status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        try:
+            status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        except ValueError:  # details that disagree with the call's code and message: keep the call's own
+            status = None
         if status is not None:
             return cls.from_status(status)
         return cls(error.code(), error.details() or "")

@@ -1,4 +1,4 @@
-"""Between protobuf messages and the engine's plain values: annotations in, decisions out."""
+"""Between protobuf messages and the engine's plain values (decisions go out through `server.wire`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from google.protobuf import struct_pb2
 import engine
 from server.gen.pol.v1 import policy_service_pb2 as pb
 
-__all__ = ["TooDeep", "decision_response", "diagnostic_message", "policy_info", "struct_to_python"]
+__all__ = ["TooDeep", "VERDICTS", "diagnostic_message", "policy_info", "struct_to_python"]
 
 VERDICTS = {"allow": pb.VERDICT_ALLOW, "intervene": pb.VERDICT_INTERVENE, "remove": pb.VERDICT_REMOVE}
 SEVERITIES = {"error": pb.SEVERITY_ERROR, "warning": pb.SEVERITY_WARNING}
@@ -43,88 +43,10 @@ def struct_to_python(struct: struct_pb2.Struct, max_depth: int) -> dict:
     def obj(s: struct_pb2.Struct, depth: int) -> dict:
         if depth > max_depth:
             raise TooDeep(max_depth)
-        return {k: value(v, depth) for k, v in s.fields.items()}
+        fields = s.fields
+        return {k: value(fields[k], depth) for k in fields}  # not .items(): its iterator is Python code
 
     return obj(struct, 1)
-
-
-def _struct(mapping: dict) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    if mapping:
-        s.update(mapping)
-    return s
-
-
-def _intervention(d: dict) -> pb.Intervention:
-    return pb.Intervention(name=d["name"], arguments=_struct(d["arguments"]), policy=d.get("policy") or "", rule=d.get("rule") or "")
-
-
-# The parts of a justification that depend only on the rule, built once per compiled
-# rule and copied into each response. Keyed by the RuleInfo's id, holding the RuleInfo
-# itself so the id cannot be reused while the entry lives; a reload brings new RuleInfos.
-_TEMPLATES: dict[int, tuple[object, pb.Justification]] = {}
-_MAX_TEMPLATES = 100_000
-
-
-def _template(j: engine.Justification) -> pb.Justification:
-    info = j.info
-    entry = _TEMPLATES.get(id(info))
-    if entry is not None and entry[0] is info:
-        return entry[1]
-    if len(_TEMPLATES) >= _MAX_TEMPLATES:  # sets replaced many times: start over
-        _TEMPLATES.clear()
-    template = pb.Justification(
-        policy=j.policy,
-        version=j.version or "",
-        rule=j.rule,
-        action=VERDICTS[j.verdict],
-        interventions=[
-            pb.Intervention(name=name, arguments=_struct({k: list(v) if isinstance(v, tuple) else v for k, v in args}), policy=j.policy, rule=j.rule)
-            for name, args in j.interventions
-        ],
-        reason=j.reason or "",
-        citation=j.citation or "",
-        tags=j.tags,
-    )
-    _TEMPLATES[id(info)] = (info, template)
-    return template
-
-
-def _justification(j: engine.Justification) -> pb.Justification:
-    message = pb.Justification()
-    message.CopyFrom(_template(j))
-    message.deciding = j.deciding
-    for c in j.conditions:
-        d = c.to_dict()
-        condition = message.conditions.add(expression=d["expression"])
-        if d["observed"]:
-            condition.observed.update(d["observed"])
-        if d["held"] is not None:
-            condition.held = d["held"]
-    return message
-
-
-def decision_response(decision: engine.Decision, *, request_id: str, content_id: str, trace: dict | None = None) -> pb.EvaluateResponse:
-    """The EvaluateResponse for an engine Decision."""
-    response = pb.EvaluateResponse(
-        request_id=request_id,
-        content_id=content_id,
-        verdict=VERDICTS[decision.verdict],
-        policy=decision.policy or "",
-        rule=decision.rule or "",
-        interventions=[_intervention(i.to_dict()) for i in decision.interventions],
-        justifications=[_justification(j) for j in decision.justifications],
-        policies=[pb.PolicyDecision(policy=p.policy, version=p.version or "", verdict=VERDICTS[p.verdict], rule=p.rule) for p in decision.policies],
-        shadow=[_justification(j) for j in decision.shadow],
-        warnings=[
-            pb.DecisionWarning(code=w.code, message=w.message, field=w.field or "", policy=w.policy or "", rule=w.rule or "")
-            for w in decision.warnings
-        ],
-        policy_set_hash=decision.policy_set_hash,
-    )
-    if trace is not None:
-        response.trace.update(trace)
-    return response
 
 
 def diagnostic_message(d: engine.Diagnostic) -> pb.Diagnostic:

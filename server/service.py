@@ -8,7 +8,12 @@ reload never changes the set under a call. Status codes:
 - an unknown policy name: NOT_FOUND;
 - a batch over `max_batch`, a policy source over `max_source_bytes`: RESOURCE_EXHAUSTED
   (messages over `max_message_bytes` are refused by gRPC itself, with the same code);
-- a deadline that passes inside a batch or a stream: DEADLINE_EXCEEDED.
+- a deadline that passes inside a batch or a stream: DEADLINE_EXCEEDED;
+- a request id that could not travel as metadata (not 1 to 256 printable ASCII
+  characters), a content id over 1,024 characters: INVALID_ARGUMENT naming the field.
+
+ValidatePolicy has its own limits and codes (`server/validation.py`), and the request
+guard (`server/guard.py`) answers bytes that do not parse with INVALID_ARGUMENT.
 
 Each call's request id comes from the request, else the `x-request-id` metadata, else
 is generated; it is echoed in every response and in the `x-request-id` trailing metadata.
@@ -16,25 +21,28 @@ is generated; it is echoed in every response and in the `x-request-id` trailing 
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
-import structlog
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import engine
-from server.convert import TooDeep, decision_response, diagnostic_message, policy_info, struct_to_python
+from server import wire
+from server.convert import TooDeep, policy_info, struct_to_python
+from server.decisionlog import DecisionLog
 from server.gen.pol.v1 import policy_service_pb2 as pb
-from server.gen.pol.v1 import policy_service_pb2_grpc as pb_grpc
 from server.state import Live
+from server.wire import Encoder
 
-__all__ = ["Limits", "PolicyService", "REQUEST_ID_KEY"]
+__all__ = ["Limits", "PolicyService", "REQUEST_ID_KEY", "add_to_server"]
 
 REQUEST_ID_KEY = "x-request-id"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,10 @@ class Limits:
     max_depth: int = 32  # nesting of objects and lists in annotations
     max_source_bytes: int = 1 << 20  # ValidatePolicy source text (UTF-8 bytes)
     max_message_bytes: int = 4 << 20  # any request or response (enforced by gRPC)
-
-
-class _ItemError(Exception):
-    """One item could not be decided; `status` says why (a google.rpc.Status)."""
-
-    def __init__(self, status: status_pb2.Status) -> None:
-        self.status = status
-        super().__init__(status.message)
+    validate_policy: bool = True  # False: ValidatePolicy answers UNIMPLEMENTED
+    validate_timeout: float = 5.0  # seconds one ValidatePolicy compile may take (server/validation.py)
+    validate_memory_mb: int = 512  # address space of the process that compiles it, in MiB
+    validate_concurrency: int = 2  # ValidatePolicy calls compiling at once per server process; more are refused
 
 
 def _status(code: int, message: str, violations: list[tuple[str, str]] | None = None) -> status_pb2.Status:
@@ -65,29 +69,50 @@ def _status(code: int, message: str, violations: list[tuple[str, str]] | None = 
     return status
 
 
-def _abort(context: grpc.ServicerContext, status: status_pb2.Status, request_id: str) -> None:
-    """End the call with `status` (its details in `grpc-status-details-bin`) and the request id."""
+def _abort(context: grpc.ServicerContext, status: status_pb2.Status, request_id: str | None) -> None:
+    """End the call with `status` (its details in `grpc-status-details-bin`) and the request id, if it has a valid one."""
     grpc_status = rpc_status.to_status(status)
-    grpc_status = grpc_status._replace(trailing_metadata=(*grpc_status.trailing_metadata, (REQUEST_ID_KEY, request_id)))
+    if request_id is not None:
+        grpc_status = grpc_status._replace(trailing_metadata=(*grpc_status.trailing_metadata, (REQUEST_ID_KEY, request_id)))
     context.abort_with_status(grpc_status)
+
+
+MAX_REQUEST_ID = 256
+MAX_CONTENT_ID = 1024
+
+
+def _bad_request_id(request_id: str) -> str | None:
+    """Why `request_id` cannot be one (it travels in metadata and log lines), or None."""
+    if len(request_id) > MAX_REQUEST_ID or not (request_id.isascii() and request_id.isprintable()):
+        return f"must be 1 to {MAX_REQUEST_ID} printable ASCII characters, as a metadata value is"
+    return None
 
 
 def _field(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if name else prefix
 
 
-class PolicyService(pb_grpc.PolicyServiceServicer):
-    def __init__(self, live: Live, limits: Limits = Limits(), log=None) -> None:
+class PolicyService:
+    """The service. Evaluate, EvaluateBatch and EvaluateStream answer with serialised bytes
+    (`server.wire`), so they are registered by `add_to_server`, not the generated helper."""
+
+    def __init__(self, live: Live, limits: Limits = Limits(), log: DecisionLog | None = None) -> None:
         self.live = live
         self.limits = limits
-        self.log = log if log is not None else structlog.get_logger("pol.decision")
+        self.log = log if log is not None else DecisionLog(None)
+        self._encoder: Encoder | None = None
 
     # ---- helpers ----------------------------------------------------------------------
 
     def _begin(self, context: grpc.ServicerContext, request_id: str) -> tuple[engine.PolicySet, str]:
         """The live set and the call's request id (also set as trailing metadata)."""
+        where = "request_id"
         if not request_id:
-            request_id = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_KEY and v), "") or uuid.uuid4().hex
+            where = REQUEST_ID_KEY
+            request_id = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_KEY and v), "") or _new_request_id()
+        problem = _bad_request_id(request_id)
+        if problem is not None:
+            _abort(context, _status(code_pb2.INVALID_ARGUMENT, f"{where}: {problem}", [(where, problem)]), None)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         ps = self.live.policy_set
         if ps is None:
@@ -106,13 +131,20 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
         if not context.is_active():
             _abort(context, _status(code_pb2.CANCELLED, "call cancelled"), request_id)
 
-    def _decide(self, ps: engine.PolicySet, content: pb.Content, policies, explain: bool, request_id: str, prefix: str) -> pb.EvaluateResponse:
-        """Decide one item; raises _ItemError for input that breaks the schema."""
+    def _encoder_for(self, ps: engine.PolicySet) -> Encoder:
+        encoder = self._encoder
+        if encoder is None or encoder.policy_set is not ps:
+            encoder = self._encoder = Encoder(ps)  # a reload: racing threads may each build one, harmlessly
+        return encoder
+
+    def _decide(self, ps: engine.PolicySet, content: pb.Content, names: list[str] | None, explain: bool, request_id: str, index: int | None) -> tuple[bytes | None, status_pb2.Status | None, str | None]:
+        """Decide one item (`index`: its place in a batch): the serialised EvaluateResponse, or the status saying why not; and its log line."""
         start = time.perf_counter()
-        where = f"{prefix}.annotations"
+        if len(content.id) > MAX_CONTENT_ID:
+            where, problem = "content.id" if index is None else f"contents[{index}].id", f"longer than {MAX_CONTENT_ID} characters"
+            return None, _status(code_pb2.INVALID_ARGUMENT, f"{where}: {problem}", [(where, problem)]), None
         try:
             annotations = struct_to_python(content.annotations, self.limits.max_depth)
-            names = list(policies) or None
             if explain:
                 from engine.explain import explain_decision
 
@@ -120,71 +152,79 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
                 decision, trace = explanation.decision, explanation.to_dict()
             else:
                 decision, trace = ps.evaluate(annotations, names), None
-        except TooDeep as e:
-            raise _ItemError(_status(code_pb2.INVALID_ARGUMENT, str(e), [(where, str(e))])) from None
-        except engine.InputError as e:
-            violations = [(_field(where, v.field), v.description) for v in e.violations]
-            raise _ItemError(_status(code_pb2.INVALID_ARGUMENT, str(e), violations)) from None
+        except (TooDeep, engine.InputError) as e:
+            where = "content.annotations" if index is None else f"contents[{index}].annotations"
+            violations = [(where, str(e))] if isinstance(e, TooDeep) else [(_field(where, v.field), v.description) for v in e.violations]
+            return None, _status(code_pb2.INVALID_ARGUMENT, str(e), violations), None
         except engine.UnknownPolicyError as e:
-            raise _ItemError(_status(code_pb2.NOT_FOUND, str(e))) from None
-        response = decision_response(decision, request_id=request_id, content_id=content.id, trace=trace)
-        self.log.info(
-            "decision",
-            request_id=request_id,
-            content_id=content.id,
-            verdict=decision.verdict,
-            policy=decision.policy,
-            rule=decision.rule,
-            policy_set_hash=decision.policy_set_hash,
-            latency_ms=round((time.perf_counter() - start) * 1000, 3),
-        )
-        return response
+            return None, _status(code_pb2.NOT_FOUND, str(e)), None
+        response = self._encoder_for(ps).response(decision, request_id, content.id, trace)
+        return response, None, self.log.line(decision, request_id, content.id, time.perf_counter() - start, annotations)
 
     # ---- RPCs ---------------------------------------------------------------------------
 
-    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> pb.EvaluateResponse:
+    def Evaluate(self, request: pb.EvaluateRequest, context: grpc.ServicerContext) -> bytes:
         ps, request_id = self._begin(context, request.request_id)
         self._check_policies(ps, request.policies, context, request_id)
-        try:
-            return self._decide(ps, request.content, request.policies, request.explain, request_id, "content")
-        except _ItemError as e:
-            _abort(context, e.status, request_id)
+        response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request_id, None)
+        if error is not None:
+            _abort(context, error, request_id)
+        self.log.write([line])
+        return response
 
-    def EvaluateBatch(self, request: pb.EvaluateBatchRequest, context: grpc.ServicerContext) -> pb.EvaluateBatchResponse:
+    def EvaluateBatch(self, request: pb.EvaluateBatchRequest, context: grpc.ServicerContext) -> bytes:
         ps, request_id = self._begin(context, request.request_id)
-        if len(request.contents) > self.limits.max_batch:
-            message = f"batch of {len(request.contents)} items is over the limit of {self.limits.max_batch}"
+        contents = request.contents
+        if len(contents) > self.limits.max_batch:
+            message = f"batch of {len(contents)} items is over the limit of {self.limits.max_batch}"
             _abort(context, _status(code_pb2.RESOURCE_EXHAUSTED, message), request_id)
         self._check_policies(ps, request.policies, context, request_id)
-        results = []
-        for i, content in enumerate(request.contents):
+        names, explain = list(request.policies) or None, request.explain
+        results, lines = [], []
+        for i, content in enumerate(contents):
             self._deadline(context, request_id, i)
-            try:
-                results.append(pb.EvaluateBatchResult(response=self._decide(ps, content, request.policies, request.explain, request_id, f"contents[{i}]")))
-            except _ItemError as e:
-                results.append(pb.EvaluateBatchResult(error=e.status))
-        return pb.EvaluateBatchResponse(results=results)
+            response, error, line = self._decide(ps, content, names, explain, request_id, i)
+            results.append(_result(response, error))
+            lines.append(line)
+        self.log.write(lines)
+        return b"".join(results)  # EvaluateBatchResponse: its results, each field 1
 
-    def EvaluateStream(self, request_iterator, context: grpc.ServicerContext) -> Iterator[pb.EvaluateStreamResponse]:
+    def EvaluateStream(self, request_iterator, context: grpc.ServicerContext) -> Iterator[bytes]:
         ps, call_id = self._begin(context, "")
         for i, item in enumerate(request_iterator):
             self._deadline(context, call_id, i)
             request = item.request
-            try:
-                response = self._decide(ps, request.content, request.policies, request.explain, request.request_id or call_id, "content")
-                yield pb.EvaluateStreamResponse(result=pb.EvaluateBatchResult(response=response))
-            except _ItemError as e:
-                yield pb.EvaluateStreamResponse(result=pb.EvaluateBatchResult(error=e.status))
+            problem = _bad_request_id(request.request_id) if request.request_id else None
+            if problem is not None:
+                response, error, line = None, _status(code_pb2.INVALID_ARGUMENT, f"request_id: {problem}", [("request_id", problem)]), None
+            else:
+                response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request.request_id or call_id, None)
+                self.log.write([line])
+            yield _result(response, error)  # EvaluateStreamResponse: its result, field 1
 
     def ValidatePolicy(self, request: pb.ValidatePolicyRequest, context: grpc.ServicerContext) -> pb.ValidatePolicyResponse:
+        from server import validation
+        from server.convert import SEVERITIES
+
         ps, request_id = self._begin(context, "")
-        size = len(request.source.encode("utf-8"))
-        if size > self.limits.max_source_bytes:
-            message = f"policy source of {size} bytes is over the limit of {self.limits.max_source_bytes}"
+        limits = self.limits
+        if not limits.validate_policy:
+            _abort(context, _status(code_pb2.UNIMPLEMENTED, "ValidatePolicy is disabled on this server (pol serve --no-validate-policy)"), request_id)
+        source = request.source.encode("utf-8")  # sent on as bytes: no second encoding to hand it over
+        if len(source) > limits.max_source_bytes:
+            message = f"policy source of {len(source)} bytes is over the limit of {limits.max_source_bytes} (--max-source-bytes)"
             _abort(context, _status(code_pb2.RESOURCE_EXHAUSTED, message), request_id)
-        path = request.path or "policy.pol"
-        result = engine.compile_sources({**schema_files(ps), path: request.source})
-        return pb.ValidatePolicyResponse(ok=not result.errors, diagnostics=[diagnostic_message(d) for d in result.diagnostics])
+        # compiled in a separate process, within --validate-timeout and --validate-memory-mb (server/validation.py)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        validator = validation.validator(limits.validate_timeout, limits.validate_memory_mb, limits.validate_concurrency)
+        files = {**schema_files(ps), request.path or "policy.pol": source}
+        try:
+            found = validator.validate(files, deadline=deadline, active=context.is_active, request_id=request_id)
+        except validation.Refused as e:
+            _abort(context, _status(getattr(code_pb2, e.code), str(e)), request_id)
+        diagnostics = [pb.Diagnostic(**{**d, "severity": SEVERITIES.get(d["severity"], pb.SEVERITY_UNSPECIFIED)}) for d in found.diagnostics]
+        return pb.ValidatePolicyResponse(ok=all(d["severity"] != "error" for d in found.diagnostics), diagnostics=diagnostics)
 
     def ListPolicies(self, request: pb.ListPoliciesRequest, context: grpc.ServicerContext) -> pb.ListPoliciesResponse:
         ps, _ = self._begin(context, "")
@@ -197,6 +237,33 @@ class PolicyService(pb_grpc.PolicyServiceServicer):
         info = policy_info(ps, request.name)
         source = ps.files.get(info.path, b"").decode("utf-8", errors="replace")
         return pb.GetPolicyResponse(policy=info, source=source, policy_set_hash=ps.hash)
+
+
+def add_to_server(service: PolicyService, server: grpc.Server) -> None:
+    """Register `service`; the evaluate methods send the bytes they return as they are."""
+    handlers = {
+        "Evaluate": grpc.unary_unary_rpc_method_handler(service.Evaluate, request_deserializer=pb.EvaluateRequest.FromString),
+        "EvaluateBatch": grpc.unary_unary_rpc_method_handler(service.EvaluateBatch, request_deserializer=pb.EvaluateBatchRequest.FromString),
+        "EvaluateStream": grpc.stream_stream_rpc_method_handler(service.EvaluateStream, request_deserializer=pb.EvaluateStreamRequest.FromString),
+    }
+    for name in ("ValidatePolicy", "ListPolicies", "GetPolicy"):
+        method = pb.DESCRIPTOR.services_by_name["PolicyService"].methods_by_name[name]
+        request, response = (getattr(pb, t.name) for t in (method.input_type, method.output_type))
+        handlers[name] = grpc.unary_unary_rpc_method_handler(getattr(service, name), request_deserializer=request.FromString, response_serializer=response.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def _new_request_id() -> str:
+    """Unique across processes and restarts (a random per-process prefix), and cheap."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
+
+
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
+def _result(response: bytes | None, error: status_pb2.Status | None) -> bytes:
+    return wire.result(response) if error is None else wire.error_result(error.SerializeToString())
 
 
 def schema_files(ps: engine.PolicySet) -> dict[str, bytes]:

@@ -246,7 +246,7 @@ def test_servicer_checks_the_deadline_before_each_batch_and_stream_item(shipped)
     from server.service import PolicyService
     from server.state import Live
 
-    service = PolicyService(Live(shipped), log=_NoLog())
+    service = PolicyService(Live(shipped))
     ctx = _ExpiredContext()
     with pytest.raises(_Aborted):
         service.EvaluateBatch(pb.EvaluateBatchRequest(contents=[content(OFFER)]), ctx)
@@ -255,11 +255,6 @@ def test_servicer_checks_the_deadline_before_each_batch_and_stream_item(shipped)
     with pytest.raises(_Aborted):
         list(service.EvaluateStream(iter([pb.EvaluateStreamRequest(request=pb.EvaluateRequest(content=content(OFFER)))]), ctx))
     assert ctx.status.code == grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class _NoLog:
-    def info(self, *a, **k):
-        pass
 
 
 # ---- ValidatePolicy, ListPolicies, GetPolicy -----------------------------------------------
@@ -343,6 +338,19 @@ def test_decision_log_has_one_line_per_decision_and_no_annotation_values(server,
     assert first["policy_set_hash"].startswith("sha256:") and first["latency_ms"] >= 0
     assert "secret-text-7731" not in server.log.read_text(encoding="utf-8")
     assert "0.93" not in json.dumps(lines)
+
+
+def test_decision_log_lines_are_whole_json_with_structlog_fields_for_every_rpc(server, client):
+    """Unary, batch and stream decisions each log one parseable JSON line with level and an ISO UTC timestamp."""
+    client.evaluate(OTHER, content_id="shape-1", request_id="shape-req-1")
+    client.evaluate_many([("shape-2", OFFER)] * 3 + [("shape-bad", {"topic": 5})], request_id="shape-req-2")
+    list(client.evaluate_stream([("shape-3", OTHER)]))
+    lines = [json.loads(line) for line in server.log_lines() if '"shape-' in line]
+    assert [d["content_id"] for d in lines] == ["shape-1", "shape-2", "shape-2", "shape-2", "shape-3"]
+    for d in lines:
+        assert d["event"] == "decision" and d["level"] == "info"
+        assert len(d["timestamp"]) == 27 and d["timestamp"].endswith("Z") and d["timestamp"][10] == "T"
+        assert set(d) - {"worker", "pid"} == {"request_id", "content_id", "verdict", "policy", "rule", "policy_set_hash", "latency_ms", "event", "level", "timestamp"}
 
 
 # ---- process life: refusing to start, draining, reloading -----------------------------------------

@@ -1,0 +1,83 @@
+"""The decision log: one JSON line per decision, with no annotation values unless asked.
+
+A line has the same shape as the service's other structlog JSON lines (`event`,
+`level`, `timestamp`, and `worker`/`pid` under a supervisor) plus the request id,
+content id, verdict, deciding policy and rule, set hash and latency. It is rendered
+here rather than by structlog's processor chain because that chain cost about 9 us per
+decision, a quarter of the service's time per item; here the parts that depend only on
+the deciding rule are rendered once per rule, and a batch's lines go out in one write.
+On a terminal, where structlog renders for people, decisions go through structlog.
+
+Every line is written whole by one write(2), so lines of concurrent calls and of
+several workers sharing stderr never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from json.encoder import encode_basestring_ascii as _quote
+
+import structlog
+
+__all__ = ["DecisionLog"]
+
+
+class DecisionLog:
+    """Where decision lines go: JSON to a file descriptor, or through structlog."""
+
+    def __init__(self, fd: int | None, *, static: dict | None = None, annotations: bool = False) -> None:
+        """`fd` None: log through structlog. `static`: fields every line carries (worker, pid)."""
+        self.fd = fd
+        self.annotations = annotations
+        self._static = "".join(f", {_quote(k)}: {json.dumps(v)}" for k, v in (static or {}).items())
+        self._rules: dict[tuple, str] = {}
+        self._clock = (-1, "")  # (a second, its rendering): one attribute, so threads see a consistent pair
+        self._log = structlog.get_logger("pol.decision")
+
+    def line(self, decision, request_id: str, content_id: str, latency: float, annotations: dict | None = None) -> str | None:
+        """The JSON line for one decision (newline included); None when it went through structlog."""
+        if self.fd is None:
+            extra = {"annotations": annotations} if self.annotations and annotations is not None else {}
+            self._log.info(
+                "decision", request_id=request_id, content_id=content_id, verdict=decision.verdict, policy=decision.policy,
+                rule=decision.rule, policy_set_hash=decision.policy_set_hash, latency_ms=round(latency * 1000, 3), **extra,
+            )
+            return None
+        middle = self._rule_part(decision)
+        extra = ""
+        if self.annotations and annotations is not None:
+            extra = ', "annotations": ' + json.dumps(annotations, ensure_ascii=True, default=str)
+        return (
+            f'{{"request_id": {_quote(request_id)}, "content_id": {_quote(content_id)}{middle}, '
+            f'"latency_ms": {round(latency * 1000, 3)}{extra}, "event": "decision", "level": "info", '
+            f'"timestamp": "{self._timestamp()}"{self._static}}}\n'
+        )
+
+    def write(self, lines: list[str | None]) -> None:
+        """Write the lines of one call at once."""
+        if self.fd is None:
+            return
+        data = "".join(line for line in lines if line).encode("ascii")
+        while data:
+            data = data[os.write(self.fd, data):]
+
+    def _rule_part(self, decision) -> str:
+        key = (decision.verdict, decision.policy, decision.rule, decision.policy_set_hash)
+        part = self._rules.get(key)
+        if part is None:
+            if len(self._rules) > 10_000:  # many reloads: start over
+                self._rules.clear()
+            part = self._rules[key] = "".join(f", {_quote(k)}: {json.dumps(v)}" for k, v in zip(("verdict", "policy", "rule", "policy_set_hash"), key))
+        return part
+
+    def _timestamp(self) -> str:
+        """ISO 8601 in UTC with microseconds, as structlog's TimeStamper(fmt="iso", utc=True) writes it."""
+        now = time.time()
+        second, stamp = self._clock
+        if int(now) != second:
+            second = int(now)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._clock = (second, stamp)
+        return f"{stamp}.{int((now - second) * 1_000_000):06d}Z"
