@@ -292,7 +292,9 @@ def test_a_killed_worker_is_restarted_and_the_service_keeps_answering(tmp_path):
         status = server.stop()
     assert status == 0
     assert all(n > 0 for n in ok_after_kill), ok_after_kill
-    assert len(failures) <= 4 and set(failures) <= {grpc.StatusCode.UNAVAILABLE}, failures
+    # UNAVAILABLE only: the calls in flight on the killed worker, and calls on connections the
+    # kernel had queued on its listening socket (reset when it closed): a few per caller at most
+    assert len(failures) <= 3 * len(threads) and set(failures) <= {grpc.StatusCode.UNAVAILABLE}, failures
     (exited,) = server.events("worker_exited")
     assert exited["pid"] == pids[0] and exited["exitcode"] == -signal.SIGKILL
 
