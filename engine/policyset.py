@@ -183,7 +183,7 @@ def compile_sources(files: Mapping[str, str | bytes]) -> CheckResult:
         diagnostics.extend(diags)
         unparsed = unparsed or tree is None
         if tree is not None:
-            if not tree.items:
+            if not tree.items and not any(d.is_error for d in diags):  # an item dropped for its errors is not "nothing"
                 diagnostics.append(Diagnostic("W205", "file defines nothing", Span(source, 0, len(source.text)), help="a .pol file holds schemas, policies, lets or tests"))
             parsed.append(tree)
     if unparsed:  # syntax errors: names in the broken files are unknown, so checking would cascade

@@ -227,6 +227,12 @@ def test_deep_nesting_is_a_diagnostic(name: str) -> None:
     assert seconds < TIME_LIMIT
 
 
+def test_a_file_whose_only_policy_is_too_deep_gets_p005_alone() -> None:
+    """The policy dropped for nesting too deep is an error, not also "file defines nothing" (W205)."""
+    text = "policy p for content {\n  rule r { when " + "(" * 5000 + 'topic == "spam"' + ")" * 5000 + ' then remove because "x" }\n}\n'
+    assert _codes(_compile("only_deep", text.encode())) == ["P005"]
+
+
 def test_long_line_is_shown_in_a_window() -> None:
     """A 1 MB one-line file renders a window of the line, with the caret under the error."""
     source = _long_line("P001: a 1 MB line.", 56_000)
