@@ -179,18 +179,16 @@ class PolicyDecision:
         if self._built is not None:
             return self._built
         policy, values, deciding = self._compiled, self._values, self._deciding
+        if not self._matched and not self._errored:  # decided by `otherwise`, nothing else to say (the common case)
+            interventions = _interventions(policy, (deciding,)) if deciding.verdict == "intervene" else ()
+            self._built = ((Justification(policy, deciding, True, values),), (), interventions, ())
+            return self._built
         rules = policy.rules
         normal = [rules[i] for i in self._matched if not rules[i].shadow]
-        interventions: list[Intervention] = []
+        interventions = ()
         if deciding.verdict == "intervene":
             sources = [deciding] if deciding.index < 0 or policy.combine == "first_match" else [r for r in normal if r.verdict == "intervene"]
-            seen = set()
-            for r in sources:
-                for name, args in r.interventions:
-                    key = (name, _arguments_key(args))
-                    if key not in seen:
-                        seen.add(key)
-                        interventions.append(Intervention(name, args, policy.name, r.name))
+            interventions = _interventions(policy, sources)
         justifications = [Justification(policy, deciding, True, values)]
         justifications.extend(Justification(policy, r, False, values) for r in normal if r is not deciding)
         shadow = tuple(Justification(policy, rules[i], False, values) for i in self._matched if rules[i].shadow)
@@ -203,7 +201,7 @@ class PolicyDecision:
             )
             for i in sorted(self._errored)
         )
-        self._built = (tuple(justifications), shadow, tuple(interventions), warnings)
+        self._built = (tuple(justifications), shadow, interventions, warnings)
         return self._built
 
     def __repr__(self) -> str:
@@ -250,6 +248,9 @@ class Decision:
         if self._built is not None:
             return self._built
         top = self._top
+        if len(self.policies) == 1 and not self._input_warnings:  # one policy: its parts are the decision's
+            self._built = top._build()
+            return self._built
         justifications: list[Justification] = list(top.justifications) if top else []
         shadow: list[Justification] = []
         interventions: list[Intervention] = []
@@ -303,6 +304,18 @@ def decide_policy(policy: CompiledPolicy, values: tuple) -> PolicyDecision:
     return PolicyDecision(policy, values, matched, errored, deciding)
 
 
+def _interventions(policy: CompiledPolicy, sources) -> tuple[Intervention, ...]:
+    """The interventions of the rules in `sources`, in order, without duplicates."""
+    seen, out = set(), []
+    for r in sources:
+        for name, args in r.interventions:
+            key = (name, _arguments_key(args))
+            if key not in seen:
+                seen.add(key)
+                out.append(Intervention(name, args, policy.name, r.name))
+    return tuple(out)
+
+
 def _arguments_key(args: tuple[tuple[str, object], ...]) -> frozenset:
     """When two interventions are the same: same arguments, in any order; `1` is `1.0`, not `true`."""
 
@@ -337,38 +350,43 @@ def _shown(value: object) -> object:
 
 def explain(policy: CompiledPolicy, condition, values: tuple) -> list[Condition]:
     """The atomic conditions that decided a rule's condition, with observed values."""
-    value = truth(policy, condition, values)
+    memo: dict[int, bool | None] = {}
+    value = truth(policy, condition, values, memo)
     out: list[Condition] = []
-    _explain(policy, condition, value, values, out)
+    _explain(condition, value, values, out, memo)
     return out
 
 
-def _explain(policy: CompiledPolicy, e, value: bool | None, values: tuple, out: list[Condition]) -> None:
+def _explain(e, value: bool | None, values: tuple, out: list[Condition], memo: dict[int, bool | None]) -> None:
+    """`memo`: the truth of every node under `e`, by id, from `truth`: nothing is evaluated twice."""
     if isinstance(e, ast.BoolOp):
-        parts = [(c, truth(policy, c, values)) for c in e.operands]
         decisive = False if e.op == "and" else True
         if value is decisive:  # one operand was enough: show the first that settled it
-            c, v = next((c, v) for c, v in parts if v is decisive)
-            _explain(policy, c, v, values, out)
+            c = next(c for c in e.operands if memo[id(c)] is decisive)
+            _explain(c, decisive, values, out, memo)
         else:  # every operand counted
-            for c, v in parts:
-                _explain(policy, c, v, values, out)
+            for c in e.operands:
+                _explain(c, memo[id(c)], values, out, memo)
         return
     if isinstance(e, ast.Not):
-        _explain(policy, e.operand, kleene_not(value), values, out)
+        _explain(e.operand, kleene_not(value), values, out, memo)
         return
     atom: Atom = e
     out.append(Condition(atom.text, value, tuple((f.dotted, values[f.index]) for f in atom.fields)))
 
 
-def truth(policy: CompiledPolicy, e, values: tuple) -> bool | None:
-    """Three-valued truth of a resolved condition (None: division by zero)."""
+def truth(policy: CompiledPolicy, e, values: tuple, memo: dict[int, bool | None] | None = None) -> bool | None:
+    """Three-valued truth of a resolved condition (None: division by zero); each node's also in `memo`, by id."""
     if isinstance(e, ast.BoolOp):
-        parts = [truth(policy, c, values) for c in e.operands]
-        return kleene_and(*parts) if e.op == "and" else kleene_or(*parts)
-    if isinstance(e, ast.Not):
-        return kleene_not(truth(policy, e.operand, values))
-    fn = policy.atom_functions.get(e.id)
-    if fn is None:
-        fn = policy.atom_functions[e.id] = atom_function(policy, e, len(values))
-    return fn(*values)
+        parts = [truth(policy, c, values, memo) for c in e.operands]
+        value = kleene_and(*parts) if e.op == "and" else kleene_or(*parts)
+    elif isinstance(e, ast.Not):
+        value = kleene_not(truth(policy, e.operand, values, memo))
+    else:
+        fn = policy.atom_functions.get(e.id)
+        if fn is None:
+            fn = policy.atom_functions[e.id] = atom_function(policy, e, len(values))
+        value = fn(*values)
+    if memo is not None:
+        memo[id(e)] = value
+    return value
