@@ -23,30 +23,32 @@ class TooDeep(ValueError):
 
 def struct_to_python(struct: struct_pb2.Struct, max_depth: int) -> dict:
     """The Struct as plain JSON (numbers are floats, as JSON has them); TooDeep past `max_depth`."""
+    return _object(struct, 1, max_depth)
 
-    def value(v: struct_pb2.Value, depth: int) -> object:
-        kind = v.WhichOneof("kind")
-        if kind == "string_value":
-            return v.string_value
-        if kind == "number_value":
-            return v.number_value
-        if kind == "bool_value":
-            return v.bool_value
-        if kind == "struct_value":
-            return obj(v.struct_value, depth + 1)
-        if kind == "list_value":
-            if depth + 1 > max_depth:
-                raise TooDeep(max_depth)
-            return [value(x, depth + 1) for x in v.list_value.values]
-        return None  # null_value, or no kind set
 
-    def obj(s: struct_pb2.Struct, depth: int) -> dict:
-        if depth > max_depth:
+# Module-level rather than closures: a closure pair made per call cost 10% of a conversion.
+def _value(v: struct_pb2.Value, depth: int, max_depth: int) -> object:
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "number_value":
+        return v.number_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "struct_value":
+        return _object(v.struct_value, depth + 1, max_depth)
+    if kind == "list_value":
+        if depth + 1 > max_depth:
             raise TooDeep(max_depth)
-        fields = s.fields
-        return {k: value(fields[k], depth) for k in fields}  # not .items(): its iterator is Python code
+        return [_value(x, depth + 1, max_depth) for x in v.list_value.values]
+    return None  # null_value, or no kind set
 
-    return obj(struct, 1)
+
+def _object(s: struct_pb2.Struct, depth: int, max_depth: int) -> dict:
+    if depth > max_depth:
+        raise TooDeep(max_depth)
+    fields = s.fields
+    return {k: _value(fields[k], depth, max_depth) for k in fields}  # not .items(): its iterator is Python code
 
 
 def diagnostic_message(d: engine.Diagnostic) -> pb.Diagnostic:
