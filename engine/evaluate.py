@@ -165,6 +165,11 @@ class PolicyDecision:
         return self._compiled.version
 
     @property
+    def info(self) -> RuleInfo:
+        """The deciding compiled rule (or `otherwise`): the same object for every decision of one policy set."""
+        return self._deciding
+
+    @property
     def matched(self) -> tuple[str, ...]:
         """Names of the matching non-shadow rules, in file order."""
         rules = self._compiled.rules

@@ -134,12 +134,17 @@ class Encoder:
         self._hash = _string(_R_HASH, policy_set.hash)
         self._rules: dict[int, tuple[object, bytes, bytes]] = {}  # id(RuleInfo) -> (info, justification head, verdict/policy/rule)
         self._interventions: dict[tuple, bytes] = {}
+        self._decided: dict[int, tuple[object, bytes]] = {}  # id(RuleInfo) -> (info, PolicyDecision entry)
+        self._request_id = ("", b"")  # the last request id and its encoding (one attribute: threads see a consistent pair)
 
     def response(self, decision: engine.Decision, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
         """The EvaluateResponse for `decision`, serialised."""
         justifications = decision.justifications
         top = justifications[0] if justifications else None
-        parts = [_string(_R_REQUEST_ID, request_id), _string(_R_CONTENT_ID, content_id)]
+        last = self._request_id  # a batch's items share theirs: encoded once
+        if last[0] != request_id:
+            last = self._request_id = (request_id, _string(_R_REQUEST_ID, request_id))
+        parts = [last[1], _string(_R_CONTENT_ID, content_id)]
         if top is not None:
             parts.append(self._rule(top)[2])
         for i in decision.interventions:
@@ -151,8 +156,7 @@ class Encoder:
         for j in justifications:
             parts.append(_field(_R_JUSTIFICATION, self._justification(j)))
         for p in decision.policies:
-            body = _string(_S1, p.policy) + _string(_S2, p.version) + _enum(_PD_VERDICT, VERDICTS[p.verdict]) + _string(_S4, p.rule)
-            parts.append(_field(_R_POLICIES, body))
+            parts.append(self._policy_decision(p))
         for j in decision.shadow:
             parts.append(_field(_R_SHADOW, self._justification(j)))
         for w in decision.warnings:
@@ -183,6 +187,15 @@ class Encoder:
             deciding = _enum(_R_VERDICT, VERDICTS[j.verdict]) + _string(_R_POLICY, j.policy) + _string(_R_RULE, j.rule)
             entry = self._rules[id(info)] = (info, head, deciding)
         return entry
+
+    def _policy_decision(self, p: engine.PolicyDecision) -> bytes:
+        """One `EvaluateResponse.policies` entry: all of it depends on the deciding rule."""
+        info = p.info
+        entry = self._decided.get(id(info))
+        if entry is None or entry[0] is not info:
+            body = _string(_S1, p.policy) + _string(_S2, p.version) + _enum(_PD_VERDICT, VERDICTS[p.verdict]) + _string(_S4, p.rule)
+            entry = self._decided[id(info)] = (info, _field(_R_POLICIES, body))
+        return entry[1]
 
     def _justification(self, j: engine.Justification) -> bytes:
         parts = [self._rule(j)[1]]
