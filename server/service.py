@@ -81,6 +81,11 @@ MAX_REQUEST_ID = 256
 MAX_CONTENT_ID = 1024
 
 
+def _invalid(field: str, problem: str) -> status_pb2.Status:
+    """INVALID_ARGUMENT for one field of the request (not the annotations)."""
+    return _status(code_pb2.INVALID_ARGUMENT, f"{field}: {problem}", [(field, problem)])
+
+
 def _bad_request_id(request_id: str) -> str | None:
     """Why `request_id` cannot be one (it travels in metadata and log lines), or None."""
     if len(request_id) > MAX_REQUEST_ID or not (request_id.isascii() and request_id.isprintable()):
@@ -112,7 +117,7 @@ class PolicyService:
             request_id = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_KEY and v), "") or _new_request_id()
         problem = _bad_request_id(request_id)
         if problem is not None:
-            _abort(context, _status(code_pb2.INVALID_ARGUMENT, f"{where}: {problem}", [(where, problem)]), None)
+            _abort(context, _invalid(where, problem), None)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         ps = self.live.policy_set
         if ps is None:
@@ -142,7 +147,7 @@ class PolicyService:
         start = time.perf_counter()
         if len(content.id) > MAX_CONTENT_ID:
             where, problem = "content.id" if index is None else f"contents[{index}].id", f"longer than {MAX_CONTENT_ID} characters"
-            return None, _status(code_pb2.INVALID_ARGUMENT, f"{where}: {problem}", [(where, problem)]), None
+            return None, _invalid(where, problem), None
         try:
             annotations = struct_to_python(content.annotations, self.limits.max_depth)
             if explain:
@@ -196,7 +201,7 @@ class PolicyService:
             request = item.request
             problem = _bad_request_id(request.request_id) if request.request_id else None
             if problem is not None:
-                response, error, line = None, _status(code_pb2.INVALID_ARGUMENT, f"request_id: {problem}", [("request_id", problem)]), None
+                response, error, line = None, _invalid("request_id", problem), None
             else:
                 response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request.request_id or call_id, None)
                 self.log.write([line])

@@ -132,9 +132,9 @@ class Encoder:
     def __init__(self, policy_set: engine.PolicySet) -> None:
         self.policy_set = policy_set
         self._hash = _string(_R_HASH, policy_set.hash)
-        self._rules: dict[int, tuple[object, bytes, bytes]] = {}  # id(RuleInfo) -> (info, justification head, verdict/policy/rule)
+        self._rules: dict[int, tuple[object, tuple[bytes, bytes]]] = {}  # id(RuleInfo) -> (info, Encoder._rule's parts)
         self._interventions: dict[tuple, bytes] = {}
-        self._decided: dict[int, tuple[object, bytes]] = {}  # id(RuleInfo) -> (info, PolicyDecision entry)
+        self._decided: dict[int, tuple[object, bytes]] = {}  # id(RuleInfo) -> (info, its PolicyDecision entry)
         self._request_id = ("", b"")  # the last request id and its encoding (one attribute: threads see a consistent pair)
 
     def response(self, decision: engine.Decision, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
@@ -146,7 +146,7 @@ class Encoder:
             last = self._request_id = (request_id, _string(_R_REQUEST_ID, request_id))
         parts = [last[1], _string(_R_CONTENT_ID, content_id)]
         if top is not None:
-            parts.append(self._rule(top)[2])
+            parts.append(self._rule(top)[1])
         for i in decision.interventions:
             key = (i.name, i.arguments, i.policy, i.rule)
             data = self._interventions.get(key)
@@ -168,41 +168,49 @@ class Encoder:
             parts.append(_field(_R_TRACE, s.SerializeToString()))
         return b"".join(parts)
 
-    def _rule(self, j: engine.Justification) -> tuple[object, bytes, bytes]:
-        info = j.info
-        entry = self._rules.get(id(info))
-        if entry is None or entry[0] is not info:
-            head = b"".join(
-                [
-                    _string(_J_POLICY, j.policy),
-                    _string(_J_VERSION, j.version),
-                    _string(_J_RULE, j.rule),
-                    _enum(_J_ACTION, VERDICTS[j.verdict]),
-                    *(_field(_J_INTERVENTION, _intervention(name, args, j.policy, j.rule)) for name, args in j.interventions),
-                    _string(_J_REASON, j.reason),
-                    _string(_J_CITATION, j.citation),
-                    *(_string(_J_TAG, t) if t else _J_TAG + b"\x00" for t in j.tags),
-                ]
-            )
-            deciding = _enum(_R_VERDICT, VERDICTS[j.verdict]) + _string(_R_POLICY, j.policy) + _string(_R_RULE, j.rule)
-            entry = self._rules[id(info)] = (info, head, deciding)
-        return entry
+    def _rule(self, j: engine.Justification) -> tuple[bytes, bytes]:
+        """(the justification's fields that depend only on its rule, the response's verdict/policy/rule)."""
+        return _per_rule(self._rules, j.info, _rule_parts, j)
 
     def _policy_decision(self, p: engine.PolicyDecision) -> bytes:
         """One `EvaluateResponse.policies` entry: all of it depends on the deciding rule."""
-        info = p.info
-        entry = self._decided.get(id(info))
-        if entry is None or entry[0] is not info:
-            body = _string(_S1, p.policy) + _string(_S2, p.version) + _enum(_PD_VERDICT, VERDICTS[p.verdict]) + _string(_S4, p.rule)
-            entry = self._decided[id(info)] = (info, _field(_R_POLICIES, body))
-        return entry[1]
+        return _per_rule(self._decided, p.info, _policy_entry, p)
 
     def _justification(self, j: engine.Justification) -> bytes:
-        parts = [self._rule(j)[1]]
+        parts = [self._rule(j)[0]]
         parts.extend(_field(_J_CONDITION, _condition(c)) for c in j.conditions)
         if j.deciding:
             parts.append(_J_DECIDING)
         return b"".join(parts)
+
+
+def _per_rule(cache: dict, info: object, build, arg):
+    """`build(arg)` for the compiled rule `info`, made once: keyed by its id, holding it so the id is not reused."""
+    entry = cache.get(id(info))
+    if entry is None or entry[0] is not info:
+        entry = cache[id(info)] = (info, build(arg))
+    return entry[1]
+
+
+def _rule_parts(j: engine.Justification) -> tuple[bytes, bytes]:
+    head = b"".join(
+        [
+            _string(_J_POLICY, j.policy),
+            _string(_J_VERSION, j.version),
+            _string(_J_RULE, j.rule),
+            _enum(_J_ACTION, VERDICTS[j.verdict]),
+            *(_field(_J_INTERVENTION, _intervention(name, args, j.policy, j.rule)) for name, args in j.interventions),
+            _string(_J_REASON, j.reason),
+            _string(_J_CITATION, j.citation),
+            *(_string(_J_TAG, t) if t else _J_TAG + b"\x00" for t in j.tags),
+        ]
+    )
+    return head, _enum(_R_VERDICT, VERDICTS[j.verdict]) + _string(_R_POLICY, j.policy) + _string(_R_RULE, j.rule)
+
+
+def _policy_entry(p: engine.PolicyDecision) -> bytes:
+    body = _string(_S1, p.policy) + _string(_S2, p.version) + _enum(_PD_VERDICT, VERDICTS[p.verdict]) + _string(_S4, p.rule)
+    return _field(_R_POLICIES, body)
 
 
 def _condition(c: engine.Condition) -> bytes:
