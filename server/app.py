@@ -227,7 +227,8 @@ def _serve_one(options: Options, *, worker: int | None = None, ready=None, paren
         print(f"serving on {host}:{port}", flush=True)
     else:
         ready.send(("ready", port))
-    log.info("serving", address=f"{host}:{port}", tls=credentials is not None, policy_set_hash=ps.hash, policies=list(ps.policy_names))
+    log.info("serving", address=f"{host}:{port}", tls=credentials is not None, policy_set_hash=ps.hash, policies=list(ps.policy_names),
+             memory_trim=trim.active)
 
     signals: collections.deque[str] = collections.deque()  # appended by handlers: no locks in a signal handler
     signal.signal(signal.SIGTERM, lambda *_: signals.append("stop"))

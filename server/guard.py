@@ -23,7 +23,6 @@ per-thread arenas.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 import time
 
@@ -156,7 +155,10 @@ def _non_blocking(behavior):
 
 
 class MemoryTrim:
-    """A daemon thread that calls glibc's `malloc_trim(0)` every `interval` seconds in which a call arrived.
+    """A daemon thread that calls glibc's `malloc_trim(0)` every `interval` seconds while calls
+    arrive, and in the few quiet intervals after: gRPC and the collector free a finished call's
+    buffers some time after the handler returns, so a trim in the last busy interval can run
+    before the memory is free.
 
     Trimming costs about a millisecond when there is little to give back, and a few hundred
     milliseconds after a gigabyte burst. Without glibc (musl, macOS) it does nothing.
@@ -167,24 +169,30 @@ class MemoryTrim:
         self._calls = 0
         self._seen = 0
         self._trim = _malloc_trim()
-        if interval > 0 and self._trim is not None:
+        self.active = interval > 0 and self._trim is not None
+        if self.active:
             threading.Thread(target=self._run, name="pol-malloc-trim", daemon=True).start()
 
     def touch(self) -> None:
         self._calls += 1  # under the GIL; a lost increment only delays a trim by one interval
 
+    AFTERWARDS = 3  # quiet intervals trimmed after the last call
+
     def _run(self) -> None:
+        quiet = self.AFTERWARDS
         while True:
             time.sleep(self.interval)
-            if self._calls != self._seen:
-                self._seen = self._calls
+            quiet = 0 if self._calls != self._seen else quiet + 1
+            self._seen = self._calls
+            if quiet <= self.AFTERWARDS:
                 self._trim(0)
 
 
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
+    """glibc's malloc_trim, looked up in the running process (which has libc loaded) rather
+    than by `ctypes.util.find_library`, which shells out to ldconfig or gcc and finds nothing
+    where those are missing."""
     try:
-        libc = ctypes.CDLL(name) if name else None
-        return libc.malloc_trim if libc is not None else None
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None

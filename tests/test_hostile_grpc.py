@@ -19,6 +19,7 @@ answers INTERNAL and leaks the call). Every other refusal uses the codes of docs
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import selectors
 import socket
@@ -682,6 +683,12 @@ def settled_rss(pid: int, limit: float, seconds: float = 15) -> float:
 def allowed_rss(baseline: float) -> float:
     """+20% or +30 MB, whichever is more: room for pymalloc arenas and gRPC caches, far below a leak of what the attacks sent."""
     return max(baseline * 1.2, baseline + 30)
+
+
+def test_server_returns_freed_memory_to_the_system(target):
+    """On glibc the server finds malloc_trim and says so at start-up; without it the memory tests below cannot hold."""
+    serving = [json.loads(line) for line in target.server.log_lines() if line.startswith("{") and '"event": "serving"' in line]
+    assert [event["memory_trim"] for event in serving] == [True]
 
 
 def test_burst_of_large_requests_gives_its_memory_back(target):
