@@ -23,17 +23,18 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lark.exceptions import UnexpectedCharacters
 
 import engine
 from engine.diagnostics import render
 from engine.formatter import FormatError, format_source
-from engine.parse import _keywords, parse_text
+from engine.parse import _keywords, _parser, _scan, parse_text
 from engine.policyset import read_files
 
 from .strategies import policy_files
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Wall-clock ceiling per case: a hang detector, not a performance test.
+#: CPU-time ceiling per case: a hang detector, not a performance test.
 HANG_SECONDS = 5.0
 
 SETTINGS = dict(
@@ -284,6 +285,28 @@ def test_mutated_seed_files_alone(seed: dict[str, str], data) -> None:
     path = data.draw(st.sampled_from(sorted(seed)))
     text = data.draw(mutate(seed[path], huge=False))
     check_invariants({path: text}, path)
+
+
+def lark_tokens(text: str) -> tuple[list[tuple], int | None]:
+    """Lark's own lexer on `text`: the tokens with every position field, and where it stopped on a bad character."""
+    out: list[tuple] = []
+    try:
+        for t in _parser().lex(text):
+            out.append((t.type, t.value, t.start_pos, t.line, t.column, t.end_line, t.end_column, t.end_pos))
+    except UnexpectedCharacters as e:
+        return out, e.pos_in_stream
+    return out, None
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(seed=st.sampled_from(SEEDS), data=st.data())
+def test_scanner_lexes_exactly_as_lark(seed: dict[str, str], data) -> None:
+    """pol's one-regex scanner gives Lark's tokens (types, keywords, lines, columns, offsets) and stops where Lark does."""
+    text = data.draw(mutate(seed[data.draw(st.sampled_from(sorted(seed)))], huge=False))
+    tokens: list = []
+    stop = _scan(text, 0, tokens)
+    ours = [(t.type, t.value, t.start_pos, t.line, t.column, t.end_line, t.end_column, t.end_pos) for t in tokens]
+    assert (ours, stop) == lark_tokens(text)
 
 
 WRAPPERS = {

@@ -34,7 +34,11 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=5, help="crashes to print in full")
+    ap.add_argument("--save", type=Path, help="write each crashing case's files under DIR/N/, to replay with --replay")
+    ap.add_argument("--replay", type=Path, metavar="DIR", help="check the one case saved in DIR (by --save) and exit")
     args = ap.parse_args()
+    if args.replay:
+        return replay(args.replay)
 
     codes: collections.Counter[str] = collections.Counter()
     crashes: list[tuple[object, str]] = []
@@ -51,6 +55,8 @@ def main() -> int:
             result = check_invariants(case.files, case.target)
         except Exception:  # noqa: BLE001 - every failure is a finding, reported below
             crashes.append((case, traceback.format_exc()))
+            if args.save:
+                save(args.save / str(len(crashes)), case, crashes[-1][1])
             return
         finally:
             took = time.monotonic() - t0
@@ -93,6 +99,36 @@ def main() -> int:
     results.mkdir(parents=True, exist_ok=True)
     (results / "fuzz-compiler.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return 1 if crashes else 0
+
+
+def save(folder: Path, case, trace: str) -> None:
+    """The case's files as bytes (names kept), the mutated one named in `target`, and the failure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, data) in enumerate(sorted(case.files.items())):
+        (folder / f"{i}.bin").write_bytes(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+    meta = {"names": sorted(case.files), "target": case.target, "str": [isinstance(case.files[n], str) for n in sorted(case.files)]}
+    (folder / "case.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    (folder / "failure.txt").write_text(trace, encoding="utf-8")
+
+
+def replay(folder: Path) -> int:
+    """Check a case written by `save`, timing each stage."""
+    meta = json.loads((folder / "case.json").read_text(encoding="utf-8"))
+    files: dict[str, str | bytes] = {}
+    for i, (name, is_str) in enumerate(zip(meta["names"], meta["str"])):
+        data = (folder / f"{i}.bin").read_bytes()
+        files[name] = data.decode("utf-8", "surrogatepass") if is_str else data
+    sizes = {name: len(data) for name, data in files.items()}
+    print(f"files: {sizes}, target {meta['target']}")
+    start = time.process_time()
+    try:
+        check_invariants(files, meta["target"])
+    except AssertionError as e:
+        print(f"FAILED: {e}")
+        return 1
+    finally:
+        print(f"{time.process_time() - start:.2f} s of CPU")
+    return 0
 
 
 if __name__ == "__main__":
