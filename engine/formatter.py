@@ -37,11 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lark
-import lark.exceptions
 from lark import Token, Tree
 
 from .diagnostics import Diagnostic, render_all
-from .parse import parse_text
+from .parse import parse_text, tokenize
 
 __all__ = ["LINE_LIMIT", "FormatError", "comments", "format_source", "render_error"]
 
@@ -68,8 +67,11 @@ def format_source(text: str, path: str = "<stdin>") -> str:
     if before is None or syntax:
         errors = syntax or [d for d in diags if d.is_error]
         raise FormatError(f"{path}: syntax errors; not formatted", errors)
-    cst = _cst_parser().parse(text)
-    tokens = sorted(cst.scan_values(lambda v: isinstance(v, Token)), key=lambda t: t.start_pos)
+    tokens = tokenize(text)
+    parser = _cst_parser().parse_interactive("")
+    for tok in tokens:
+        parser.feed_token(tok)
+    cst = parser.feed_eof()
     gaps, end = _gaps(text, tokens)
     breaks: set[int] = set()
     while True:  # each round breaks the overlong conditions: usually one round is enough
@@ -97,9 +99,8 @@ _CLOSING = frozenset(("RBRACE", "RSQB", "RPAR"))
 def _essential(source: str | list[Token]) -> list[str] | None:
     """The tokens that make the meaning: all but a comma right before a closing bracket."""
     if isinstance(source, str):
-        try:
-            source = list(_cst_parser().lex(source))
-        except lark.exceptions.LarkError:
+        source = tokenize(source)
+        if source is None:
             return None
     return [
         t.value

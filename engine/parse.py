@@ -39,7 +39,7 @@ from . import ast
 from .diagnostics import Diagnostic, clip
 from .source import Source, Span
 
-__all__ = ["MAX_DEPTH", "MAX_ERRORS", "parse_file", "parse_text"]
+__all__ = ["MAX_DEPTH", "MAX_ERRORS", "parse_file", "parse_text", "tokenize"]
 
 #: Deepest expression, list or object nesting accepted. Deeper input is P005.
 MAX_DEPTH = 100
@@ -409,6 +409,12 @@ def _scan(text: str, pos: int, tokens: list[Token]) -> int | None:
         pos = end
     pos = skip.match(text, pos).end()
     return None if pos == len(text) else pos
+
+
+def tokenize(text: str) -> list[Token] | None:
+    """Every token of `text`, comments and whitespace left out; None if a character lexes as no token."""
+    tokens: list[Token] = []
+    return tokens if _scan(text, 0, tokens) is None else None
 
 
 def _next_line(text: str, line_end: int) -> str | None:
