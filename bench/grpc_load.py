@@ -8,7 +8,7 @@ Run from the repo root:
     python bench/grpc_load.py --modes unary,batch --workers 1 --duration 10
 
 Servers: the no-op service (bench/noop_server.py: the same pol.v1.PolicyService proto and
-the same grpc.Server options, thread pool and process model, but a fixed answer and no
+the same server options, grpc.aio event loop and process model, but a fixed answer and no
 decision) is the floor, what grpcio itself costs on this machine; `pol serve` on the shipped
 policies/ is measured the same way. Each runs with 1 and 2 worker processes (`--workers`;
 2 workers share one port through SO_REUSEPORT). If `pol serve --workers 2` is refused

@@ -23,10 +23,10 @@ Classes (status codes as tests/test_hostile_grpc.py pins them):
   empty-unknown     empty requests to every method; unknown fields of every wire type at every level
   metadata          100 KB of metadata, 500 headers, request ids that are no legal header value
   deadlines         deadlines of 1 us to 5 ms on every method, explained batches that outlive theirs
-  stream-flood      --streams streams at once on --threads 32 (16 may hold threads); unary probes meanwhile
+  stream-flood      --streams streams at once on --threads 32 (--max-streams 16 may be open); unary probes meanwhile
   idle-connections  --sockets sockets: silent, half an HTTP/2 preface, a preface and nothing more
   fd-exhaustion     --sockets silent sockets against a server whose file descriptor limit is a quarter of that
-  stalled-calls     32 calls that send headers and never their request, on --threads 32 with --max-connection-age 5
+  stalled-calls     --stalled calls that send headers and never their request, on --threads 32; probes from another client meanwhile
   large-burst       --burst concurrent requests of 1 MB
 
 Writes one row per class to bench/results/reliability/hostile-<class>.json.
@@ -42,7 +42,6 @@ import random
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from server.gen.pol.v1 import policy_service_pb2 as pb  # noqa: E402
 from server.gen.pol.v1 import policy_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -60,6 +60,7 @@ from tests import test_hostile_grpc as h  # noqa: E402
 from tests.server_util import Server, start_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "reliability"
+RESPONSE_LIMIT = 64 << 10  # --max-message-bytes of the oversized class's second server, for a response over it
 SMALL_LIMITS = ["--max-message-bytes", str(h.MAX_MESSAGE), "--max-batch", str(h.MAX_BATCH), "--max-depth", str(h.MAX_DEPTH)]
 METHODS = sorted(set(h.REQUEST_TYPES) - {"EvaluateStream"})
 
@@ -138,11 +139,19 @@ def oversized(server: Server, args, tally: Tally, round_: int) -> None:
                 tally.expect(False, "oversized stream item ended OK")
             except grpc.RpcError as e:
                 tally.expect(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, f"stream: {e.code().name}")
-        id_length = (h.MAX_MESSAGE - 4096) // h.MAX_BATCH - 64
-        big_answer = pb.EvaluateBatchRequest(contents=[h.evaluate_request(content_id="c" * id_length).content] * h.MAX_BATCH, explain=True).SerializeToString()
-        for _ in range(args.oversized):
-            code = h.raw_call(channel, "EvaluateBatch", big_answer)[0]
-            tally.expect(code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"response over the limit: {code.name}")
+    # No answer outgrows SMALL_LIMITS' 1 MiB: content ids are at most 1,024 characters and observed values are
+    # cut, so 50 explained items answer in about 1,015 KB. A second server with a 64 KiB limit, as in the test
+    # tests/test_hostile_grpc.py::test_response_over_the_size_limit_is_resource_exhausted.
+    big_answer = pb.EvaluateBatchRequest(contents=[h.evaluate_request(content_id="c" * 1000).content] * h.MAX_BATCH, explain=True).SerializeToString()
+    with tempfile.TemporaryDirectory(prefix="pol-hostile-response-") as tmp:
+        small = start_server(Path(tmp) / "stderr.log", "--workers", "1", "--poll", "0", "--max-message-bytes", str(RESPONSE_LIMIT), "--max-batch", str(h.MAX_BATCH))
+        try:
+            with grpc.insecure_channel(small.address) as channel:
+                for _ in range(args.oversized):
+                    code = h.raw_call(channel, "EvaluateBatch", big_answer)[0]
+                    tally.expect(code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"response over the limit: {code.name}")
+        finally:
+            tally.expect(small.stop() == 0, "the response-limit server did not exit 0")
 
 
 def batch_limit(server: Server, args, tally: Tally, round_: int) -> None:
@@ -311,36 +320,60 @@ def fd_exhaustion(server: Server, args, tally: Tally, round_: int) -> None:
     tally.notes.append(f"round {round_}: a new client waited {waited:.1f} s behind {len(held)} silent sockets; {still_open} still open at the end")
 
 
-def stalled_calls(server: Server, args, tally: Tally, round_: int) -> None:
-    release = threading.Event()
+STALL_PROBES = 5.0  # seconds of probes from another client while the stalled calls wait
+STALL_DEADLINE = STALL_PROBES + 5  # the stalled calls' own deadline: the server must end them then
+UNARY = ("Evaluate", "EvaluateBatch", "ValidatePolicy", "ListPolicies", "GetPolicy")
 
-    def never():
-        release.wait()
-        yield from ()
 
+async def _stall(address: str, calls: int) -> dict:
+    """Open `calls` calls to the unary methods on 8 connections, each sending headers and never its request; probe meanwhile."""
     options = [("grpc.use_local_subchannel_pool", 1)]
-    with grpc.insecure_channel(server.address, options=options) as attacker, grpc.insecure_channel(server.address, options=options) as other:
-        stall = attacker.stream_unary(h.SERVICE + "Evaluate", request_serializer=None, response_deserializer=None)
-        stalled = [stall.future(never(), timeout=120) for _ in range(32)]
-        try:
-            time.sleep(0.5)
-            start, failed = time.monotonic(), 0
-            while True:
+    attackers = [grpc.aio.insecure_channel(address, options=options) for _ in range(8)]
+    try:
+        stalled = [attackers[i % 8].stream_unary(h.SERVICE + UNARY[i % len(UNARY)], request_serializer=None, response_deserializer=None)(timeout=STALL_DEADLINE)
+                   for i in range(calls)]  # no request iterator and no write: the request never comes
+        await asyncio.sleep(0.5)
+        probes, failed, slowest = 0, [], 0.0
+        async with grpc.aio.insecure_channel(address, options=options) as other:
+            stub, health = pb_grpc.PolicyServiceStub(other), health_pb2_grpc.HealthStub(other)
+            batch = pb.EvaluateBatchRequest(contents=[h.evaluate_request().content] * 10)
+            end = time.monotonic() + STALL_PROBES
+            while time.monotonic() < end:
+                start = time.monotonic()
                 try:
-                    pb_grpc.PolicyServiceStub(other).Evaluate(h.evaluate_request(), timeout=1)
-                    break
-                except grpc.RpcError:
-                    failed += 1
-                    if time.monotonic() - start > 60:
-                        break
-            blocked = time.monotonic() - start
-            tally.calls += failed + 1
-            tally.errors += failed  # probes a legitimate client lost to the stall
-            codes = {f.exception(timeout=30).code() for f in stalled}
-            tally.expect(codes == {grpc.StatusCode.UNAVAILABLE}, f"stalled calls ended {codes}")
-            tally.notes.append(f"round {round_}: service blocked {blocked:.1f} s ({failed} probes of 1 s failed)")
-        finally:
-            release.set()
+                    assert (await stub.Evaluate(h.evaluate_request(), timeout=1)).rule == "offer_smuggling"
+                    assert len((await stub.EvaluateBatch(batch, timeout=1)).results) == 10
+                    stream = stub.EvaluateStream(iter([pb.EvaluateStreamRequest(request=h.evaluate_request())] * 3), timeout=1)
+                    assert [r.result.response.rule async for r in stream] == ["offer_smuggling"] * 3
+                    assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == health_pb2.HealthCheckResponse.SERVING
+                except (grpc.aio.AioRpcError, AssertionError) as e:
+                    failed.append(f"probe: {e.code().name if isinstance(e, grpc.aio.AioRpcError) else 'wrong answer'}")
+                probes += 4
+                slowest = max(slowest, time.monotonic() - start)
+        waiting = sum(not c.done() for c in stalled)  # the server dropped none of them early
+        codes = []
+        for call in stalled:
+            try:
+                await call
+                codes.append("OK")
+            except grpc.aio.AioRpcError as e:
+                codes.append(e.code().name)
+        return {"probes": probes, "failed": failed, "slowest": slowest, "waiting": waiting, "codes": codes}
+    finally:
+        for c in attackers:
+            await c.close()
+
+
+def stalled_calls(server: Server, args, tally: Tally, round_: int) -> None:
+    result = asyncio.run(_stall(server.address, args.stalled))
+    tally.calls += result["probes"]
+    tally.errors += len(result["failed"])  # probes a legitimate client lost to the stall
+    tally.notes.extend(result["failed"][: 5 - len(tally.notes)])
+    codes = result["codes"]
+    tally.calls += len(codes)
+    tally.errors += len(codes) - codes.count("DEADLINE_EXCEEDED")  # each ends at its own deadline, not before, not never
+    tally.notes.append(f"round {round_}: {len(codes)} stalled calls, {result['waiting']} still waiting after {STALL_PROBES:g} s of probes "
+                       f"({result['probes']} probe calls, slowest round of 4 {result['slowest'] * 1000:.0f} ms), then {codes.count('DEADLINE_EXCEEDED')} DEADLINE_EXCEEDED")
 
 
 def large_burst(server: Server, args, tally: Tally, round_: int) -> None:
@@ -355,7 +388,7 @@ def large_burst(server: Server, args, tally: Tally, round_: int) -> None:
 ATTACKS = [
     Attack("malformed", tuple(SMALL_LIMITS), lambda a: f"{a.malformed} malformed or corrupted messages per method per round (half for ValidatePolicy), {a.malformed // 20} bad stream items, x {a.rounds} rounds",
            lambda a: "", lambda a: "", malformed),
-    Attack("oversized", tuple(SMALL_LIMITS), lambda a: f"requests of 1 MiB+1, 4 MiB and 16 MiB to 5 methods, an oversized stream item, a 1.1 MiB response; {a.oversized} each x {a.rounds} rounds",
+    Attack("oversized", tuple(SMALL_LIMITS), lambda a: f"requests of 1 MiB+1, 4 MiB and 16 MiB to 5 methods, an oversized stream item, an explained batch's response over a 64 KiB limit (its own server); {a.oversized} each x {a.rounds} rounds",
            lambda a: "", lambda a: "", oversized),
     Attack("batch-limit", tuple(SMALL_LIMITS), lambda a: f"batches of 51, 1,000 and 100,000 items (limit 50); {a.batches} each x {a.rounds} rounds", lambda a: "8 concurrent callers", lambda a: "", batch_limit),
     Attack("deep-nesting", tuple(SMALL_LIMITS), lambda a: f"annotations nested 8 to 60, 100, 200, 1,000, 10,000 levels (objects, lists) via Evaluate, batch and stream; x {a.repeat} x {a.rounds} rounds",
@@ -370,8 +403,9 @@ ATTACKS = [
            lambda a: f"{a.sockets} idle connections held", lambda a: "connections that never complete a call (--handshake-timeout 2, --max-connection-idle 4)", idle_connections),
     Attack("fd-exhaustion", ("--handshake-timeout", "5"), lambda a: f"{a.sockets} silent TCP connections per round against a file descriptor limit of {fd_limit(a)}; x {a.rounds} rounds",
            lambda a: f"{a.sockets} connections held", lambda a: f"RLIMIT_NOFILE {fd_limit(a)} on the server, exhausted (--handshake-timeout 5)", fd_exhaustion),
-    Attack("stalled-calls", ("--threads", "32", "--max-connection-age", "5", "--grace", "1"), lambda a: f"32 calls per round that send headers and never their request; x {a.rounds} rounds",
-           lambda a: "32 stalled calls on --threads 32", lambda a: "every thread held by a stalled call; cut by --max-connection-age 5 --grace 1", stalled_calls),
+    Attack("stalled-calls", ("--threads", "32"), lambda a: f"{a.stalled} calls per round to the 5 unary methods that send headers and never their request, on 8 connections, until their {STALL_DEADLINE:g} s deadline; x {a.rounds} rounds",
+           lambda a: f"{a.stalled} stalled calls on --threads 32; unary, batch, stream and health probes from another client meanwhile, 1 s deadline each",
+           lambda a: "calls that never send their request (no --max-connection-age)", stalled_calls),
     Attack("large-burst", (), lambda a: f"{a.burst} concurrent valid 1 MB Evaluate requests per round; x {a.rounds} rounds",
            lambda a: f"{a.burst} concurrent calls, {a.burst} MB in flight", lambda a: "", large_burst),
 ]
@@ -455,13 +489,14 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=1000, help="concurrent streams (default 1000)")
     ap.add_argument("--sockets", type=int, default=1000, help="idle connections per round (default 1000)")
     ap.add_argument("--burst", type=int, default=1000, help="concurrent 1 MB requests (default 1000)")
+    ap.add_argument("--stalled", type=int, default=1000, help="calls that never send their request, per round (default 1000)")
     ap.add_argument("--settle", type=float, default=30, help="seconds RSS may take to settle after an attack (default 30)")
     ap.add_argument("--only", default="", help="comma-separated classes (default: all)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, small budgets")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.malformed, args.oversized, args.batches, args.repeat = 1, 100, 2, 5, 2
-        args.streams, args.sockets, args.burst = 200, 200, 100
+        args.streams, args.sockets, args.burst, args.stalled = 200, 200, 100, 200
     chosen = [a for a in ATTACKS if not args.only or a.name in args.only.split(",")]
     unknown = set(filter(None, args.only.split(","))) - {a.name for a in ATTACKS}
     if unknown:

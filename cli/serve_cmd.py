@@ -20,8 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--policies", default="policies", metavar="DIR", help="the policy set (default: policies)")
     parser.add_argument("--address", default="127.0.0.1:50051", metavar="HOST:PORT", help="where to listen (default: 127.0.0.1:50051; port 0 picks one)")
     parser.add_argument("--workers", type=_positive, default=None, metavar="N", help="server processes sharing the port through SO_REUSEPORT (default: one per core; 1: no supervisor)")
-    parser.add_argument("--threads", type=_positive, default=32, metavar="N", help="concurrent calls per process (default: 32)")
-    parser.add_argument("--max-streams", type=_positive, default=None, metavar="N", help="streaming calls per process at once, each holding a thread; more are refused with RESOURCE_EXHAUSTED (default: half of --threads)")
+    parser.add_argument("--threads", type=_positive, default=32, metavar="N", help="threads per process for blocking work: a ValidatePolicy call holds one while its compile runs; calls themselves hold none (default: 32)")
+    parser.add_argument("--max-streams", type=_positive, default=None, metavar="N", help="streaming calls open at once per process; more are refused with RESOURCE_EXHAUSTED (default: half of --threads)")
     parser.add_argument("--handshake-timeout", type=_timeout(allow_off=False), default=20.0, metavar="SECONDS", help="time a new connection gets to complete its handshake (default: 20)")
     parser.add_argument("--max-connection-idle", type=_timeout(allow_off=True), default=300.0, metavar="SECONDS", help="close a connection that carries no call for this long; 0: never (default: 300)")
     parser.add_argument("--max-connection-age", type=_timeout(allow_off=True), default=0.0, metavar="SECONDS", help="close every connection after this long, its calls getting --grace to finish; 0: never (default: 0)")
@@ -93,8 +93,6 @@ def run(args) -> int:
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    if args.max_streams is not None and args.max_streams > args.threads:
-        raise UsageError(f"--max-streams {args.max_streams} is more than --threads {args.threads}: streams beyond the threads would wait, not be refused")
     if args.tls_client_ca and not args.tls_cert:
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     if not args.tls_cert and not args.plaintext and not is_loopback(args.address):

@@ -12,6 +12,12 @@ spawns N worker processes that each serve the whole API on that port through
 SO_REUSEPORT, so the kernel spreads connections over them. It forwards SIGHUP and
 SIGTERM to every worker and restarts a worker that dies.
 
+Each server process runs a `grpc.aio` server on an asyncio event loop: a call is a
+coroutine, so a call that has sent its headers but not its request (or a stream waiting
+for its next message) holds no thread. Decisions run on the loop; the `threads` pool
+is for blocking work (ValidatePolicy's wait on its compiler process); reloads run on a
+thread of their own.
+
 Signals: SIGHUP (and, with polling on, a change under the policy directory) recompiles
 the set and runs its tests; only a set with no errors and no failing tests is swapped
 in, otherwise the old one keeps serving and the failure is logged. SIGTERM or SIGINT:
@@ -21,6 +27,7 @@ finish, exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
 import multiprocessing
@@ -36,7 +43,8 @@ from dataclasses import dataclass, replace
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 import engine
@@ -61,7 +69,7 @@ class Options:
     policies: str = "policies"
     address: str = "127.0.0.1:50051"
     limits: Limits = Limits()
-    threads: int = 32  # concurrent calls (each stream holds one thread)
+    threads: int = 32  # threads for blocking work (ValidatePolicy's wait on its compiler process); calls hold none
     grace: float = 10.0  # seconds in-flight calls get after SIGTERM
     poll: float = 1.0  # seconds between checks of the policy directory; 0: only SIGHUP reloads
     plaintext: bool = False
@@ -70,7 +78,7 @@ class Options:
     tls_client_ca: str | None = None
     workers: int = 1  # server processes; more than 1: a supervisor and N SO_REUSEPORT workers
     log_annotations: bool = False  # decision log lines carry the annotations (off: they hold no values)
-    max_streams: int = 0  # streaming calls holding threads at once; 0: half of `threads` (server/guard.py)
+    max_streams: int = 0  # streaming calls open at once; 0: half of `threads` (server/guard.py)
     handshake_timeout: float = 20.0  # seconds a new connection gets to complete its handshake
     max_connection_idle: float = 300.0  # seconds a connection may carry no call before it is closed; 0: never
     max_connection_age: float = 0.0  # seconds before a connection is closed (its calls get `grace`); 0: never
@@ -169,20 +177,27 @@ def serve(options: Options) -> int:
 
 def _serve_one(options: Options, *, worker: int | None = None, ready=None, parent: int | None = None) -> int:
     """Serve in this process. As a worker: SO_REUSEPORT, no stdout line, `ready` told the outcome, exit if `parent` goes."""
-    log = structlog.get_logger("pol.serve")
-
-    def fail(message: str, status: int) -> int:
-        print(message, file=sys.stderr, flush=True)
-        if ready is not None:
-            ready.send(("failed", status))
-        return status
-
     ps, problems = load_tested(options.policies)
     if ps is None:
         for p in problems:
             print(p, file=sys.stderr)
-        return fail(f"pol serve: {options.policies}: refusing to start", 1)
+        return _failed(f"pol serve: {options.policies}: refusing to start", 1, ready)
+    return asyncio.run(_serve(options, ps, worker=worker, ready=ready, parent=parent))
 
+
+def _failed(message: str, status: int, ready) -> int:
+    """Say why the server cannot start (stderr, and the supervisor through `ready`); the exit status."""
+    print(message, file=sys.stderr, flush=True)
+    if ready is not None:
+        ready.send(("failed", status))
+    return status
+
+
+WATCH = "/grpc.health.v1.Health/Watch"  # open on every load-balanced connection: not counted as a stream
+
+
+async def _serve(options: Options, ps: engine.PolicySet, *, worker: int | None, ready, parent: int | None) -> int:
+    log = structlog.get_logger("pol.serve")
     live = Live(ps)
     limits = options.limits
     connections = [("grpc.server_handshake_timeout_ms", _ms(options.handshake_timeout))]
@@ -191,9 +206,8 @@ def _serve_one(options: Options, *, worker: int | None = None, ready=None, paren
     if options.max_connection_age:
         connections += [("grpc.max_connection_age_ms", _ms(options.max_connection_age)), ("grpc.max_connection_age_grace_ms", _ms(options.grace))]
     trim = MemoryTrim(options.trim_interval)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="pol-rpc"),
-        interceptors=[Guard(options.max_streams or max(1, options.threads // 2), on_call=trim.touch)],
+    server = grpc.aio.server(
+        interceptors=[Guard(options.max_streams or max(1, options.threads // 2), uncounted=(WATCH,), on_call=trim.touch)],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -206,46 +220,52 @@ def _serve_one(options: Options, *, worker: int | None = None, ready=None, paren
         static={"worker": worker, "pid": os.getpid()} if worker is not None else None,
         annotations=options.log_annotations,
     )
-    add_to_server(PolicyService(live, limits, decisions), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    # at least one thread per ValidatePolicy compile allowed at once: one more is refused at once, never queued for a thread
+    blocking = futures.ThreadPoolExecutor(max_workers=max(options.threads, limits.validate_concurrency), thread_name_prefix="pol-blocking")
+    add_to_server(PolicyService(live, limits, decisions, blocking), server)
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     credentials = _credentials(options)
     try:
         port = server.add_secure_port(options.address, credentials) if credentials else server.add_insecure_port(options.address)
     except RuntimeError as e:
-        return fail(f"pol serve: cannot listen on {options.address}: {e}", 2)
-    server.start()
+        return _failed(f"pol serve: cannot listen on {options.address}: {e}", 2, ready)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: queue.SimpleQueue[str] = queue.SimpleQueue()  # SIGHUPs, for the reload thread
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloads.put, "SIGHUP")
+    await server.start()
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = options.address.rsplit(":", 1)[0]
+    log.info("serving", address=f"{host}:{port}", tls=credentials is not None, policy_set_hash=ps.hash, policies=list(ps.policy_names),
+             memory_trim=trim.active)  # logged before it is announced: whoever sees the announcement finds the line
     if ready is None:
         print(f"serving on {host}:{port}", flush=True)
     else:
         ready.send(("ready", port))
-    log.info("serving", address=f"{host}:{port}", tls=credentials is not None, policy_set_hash=ps.hash, policies=list(ps.policy_names),
-             memory_trim=trim.active)
 
-    signals: collections.deque[str] = collections.deque()  # appended by handlers: no locks in a signal handler
-    signal.signal(signal.SIGTERM, lambda *_: signals.append("stop"))
-    signal.signal(signal.SIGINT, lambda *_: signals.append("stop"))
-    signal.signal(signal.SIGHUP, lambda *_: signals.append("reload"))
-
-    reloads: queue.SimpleQueue[str] = queue.SimpleQueue()  # SIGHUPs, for the reload thread
     threading.Thread(target=_reloader, args=(live, options, log, reloads), name="pol-reload", daemon=True).start()
-    while True:
-        if parent is not None and os.getppid() != parent:
-            log.warning("supervisor_gone", supervisor=parent)
-            signals.append("stop")
-        while signals:
-            if signals.popleft() == "stop":
-                return _drain(server, health_servicer, options.grace, log)
-            reloads.put("SIGHUP")
-        time.sleep(0.05)
+    watcher = asyncio.create_task(_watch_parent(parent, stop, log)) if parent is not None else None
+    await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
+    return await _drain(server, health_servicer, blocking, options.grace, log)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event, log) -> None:
+    """Set `stop` if the supervisor goes (this process is handed to another parent)."""
+    while os.getppid() == parent:
+        await asyncio.sleep(0.05)
+    log.warning("supervisor_gone", supervisor=parent)
+    stop.set()
 
 
 def _reloader(live: Live, options: Options, log, requests: queue.SimpleQueue) -> None:
@@ -316,14 +336,14 @@ def _reload(live: Live, path: str, log, why: str, reading: dict[str, bytes] | en
     return tried
 
 
-def _drain(server: grpc.Server, health_servicer, grace: float, log) -> int:
+async def _drain(server: grpc.aio.Server, health_servicer, blocking: futures.Executor, grace: float, log) -> int:
     log.info("draining", grace_seconds=grace)
-    health_servicer.enter_graceful_shutdown()
-    done = server.stop(grace)
-    done.wait()
+    await health_servicer.enter_graceful_shutdown()  # watchers are told before new calls are refused
+    await server.stop(grace)
     from server import validation
 
     validation.shutdown()  # ValidatePolicy's compiler processes: none outlives the server
+    blocking.shutdown(wait=False)
     log.info("stopped")
     return 0
 
@@ -427,8 +447,8 @@ def _supervise(options: Options) -> int:
                 _stop_all(workers, options.grace, log)
                 return 0 if signals else 1
             time.sleep(0.02)
-        print(f"serving on {address}", flush=True)
         log.info("supervising", address=address, workers=options.workers, pids=[w.process.pid for w in workers], policy_set_hash=ps.hash)
+        print(f"serving on {address}", flush=True)
 
         restart_at: dict[int, float] = {}
         while True:

@@ -1,19 +1,21 @@
-"""Defences of one `pol serve` process against clients that send garbage, hold its threads or its memory.
+"""Defences of one `pol serve` process against clients that send garbage, or hold its streams or its memory.
 
-`Guard` wraps every method handler of the server (a gRPC server interceptor):
+`Guard` wraps every method handler of the server (a `grpc.aio` server interceptor):
 
 - **Requests are parsed without gRPC's error path.** When a request's deserializer
-  raises, grpcio (1.85) answers INTERNAL "Exception deserializing request!" and then
-  leaks the call: about 16 KB per such request, never freed, so a client sending garbage
-  grows the server without bound. The guard's deserializer never raises; a request that
-  is not a valid message of its type (malformed bytes, invalid UTF-8 in a string, more
-  than 100 nested messages) ends the call with INVALID_ARGUMENT instead, a stream at
-  the bad item.
-- **Streaming calls are capped.** gRPC's synchronous server runs every call on one of
-  `--threads` threads, and a stream keeps its thread until it ends. At most `max_streams`
-  streaming calls (`--max-streams`) hold threads at once; one more ends at once with
-  RESOURCE_EXHAUSTED, so idle streams never take the threads unary calls and health
-  checks need. The health service's `Watch` runs without a thread and is not counted.
+  raises, grpcio answers with a status of its own choosing (INTERNAL, or UNKNOWN on the
+  asyncio server) rather than the caller's fault; the sync server also leaked about
+  16 KB per such call. The guard's deserializer never raises; a request that is not a
+  valid message of its type (malformed bytes, invalid UTF-8 in a string, more than 100
+  nested messages) ends the call with INVALID_ARGUMENT instead, a stream at the bad item.
+- **Streaming calls are capped.** A stream holds no thread on the asyncio server, but
+  it holds its buffers and its place in the server for as long as it is open, idle or
+  not. At most `max_streams` streaming calls (`--max-streams`) are open at once; one
+  more ends at once with RESOURCE_EXHAUSTED. Methods named in `uncounted` (the health
+  service's `Watch`, which load balancers keep open on every connection) are not counted.
+
+Every handler behind the guard is a coroutine function or an async generator function,
+and request-streaming ones read their requests from the iterator they are given.
 
 `MemoryTrim` hands freed memory back to the operating system: after a burst of large
 requests the process otherwise keeps hundreds of megabytes of free heap in glibc's
@@ -23,6 +25,7 @@ per-thread arenas.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import threading
 import time
 
@@ -53,31 +56,53 @@ def _tolerant(deserializer):
     return parse
 
 
-def _refuse_malformed(request, context) -> None:
+async def _refuse_malformed(request, context):
+    """The request, if it parsed; else the call ends INVALID_ARGUMENT.
+
+    `abort` leaves these frames in a reference cycle until the collector runs (see
+    `server.service._end`); they hold a `Malformed`, not a request, so that costs little.
+    """
     if isinstance(request, Malformed):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+    return request
 
 
-def _checked(requests, context):
+async def _checked(requests, context):
     """The request stream, ending the call at the first malformed item."""
-    for request in requests:
-        _refuse_malformed(request, context)
-        yield request
+    async for request in requests:
+        yield await _refuse_malformed(request, context)
 
 
-class Guard(grpc.ServerInterceptor):
+def _wrap(behavior, before):
+    """`behavior` called with `await before(request, context)` in place of its request; of the same kind (coroutine or async generator)."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request, context):
+            async for response in behavior(await before(request, context), context):
+                yield response
+
+        return stream
+
+    async def call(request, context):
+        return await behavior(await before(request, context), context)
+
+    return call
+
+
+class Guard(grpc.aio.ServerInterceptor):
     """Every method handler, wrapped: tolerant parsing for all, the `max_streams` cap for streaming ones."""
 
-    def __init__(self, max_streams: int, on_call=None) -> None:
+    def __init__(self, max_streams: int, *, uncounted: tuple[str, ...] = (), on_call=None) -> None:
         self.max_streams = max_streams
-        self._slots = threading.BoundedSemaphore(max_streams)
+        self.open_streams = 0  # changed on the event loop only
+        self._uncounted = frozenset(uncounted)  # full method names, e.g. "/grpc.health.v1.Health/Watch"
         self._on_call = on_call  # told of every call as it arrives (MemoryTrim.touch)
         self._guarded: dict[int, tuple] = {}  # id(handler) -> (handler, guarded handler): wrapped once per method
 
-    def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(self, continuation, handler_call_details):
         if self._on_call is not None:
             self._on_call()
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         known = self._guarded.get(id(handler))
@@ -85,73 +110,42 @@ class Guard(grpc.ServerInterceptor):
             return known[1]
         if len(self._guarded) > 1000:  # services that make a handler per call: never the case here
             self._guarded.clear()
-        guarded = self._guard(handler)
+        guarded = self._guard(handler, counted=handler_call_details.method not in self._uncounted)
         self._guarded[id(handler)] = (handler, guarded)
         return guarded
 
-    def _guard(self, handler):
+    async def _hold_slot(self, context) -> None:
+        """Count this streaming call until it ends, or refuse it if `max_streams` are open."""
+        if self.open_streams >= self.max_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"over the limit of {self.max_streams} concurrent streaming calls; try again later")
+        self.open_streams += 1
+        context.add_done_callback(self._release_slot)  # however the call ends: answered, failed, cancelled
+
+    def _release_slot(self, _context) -> None:
+        self.open_streams -= 1
+
+    def _guard(self, handler, *, counted: bool):
         parse, send = _tolerant(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary is not None:
-            behavior = handler.unary_unary
+            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, _refuse_malformed), parse, send)
+        hold = self._hold_slot if counted else None
 
-            def unary_unary(request, context):
-                _refuse_malformed(request, context)
-                return behavior(request, context)
+        async def one(request, context):
+            request = await _refuse_malformed(request, context)
+            if hold is not None:
+                await hold(context)
+            return request
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, parse, send)
-        if handler.unary_stream is not None and getattr(handler.unary_stream, "experimental_non_blocking", False):
-            return grpc.unary_stream_rpc_method_handler(_non_blocking(handler.unary_stream), parse, send)  # health Watch
-        slots, limit = self._slots, self.max_streams
-
-        def hold_slot(context) -> None:
-            if not slots.acquire(blocking=False):
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"over the limit of {limit} concurrent streaming calls; try again later")
+        async def stream(requests, context):
+            if hold is not None:
+                await hold(context)
+            return _checked(requests, context)
 
         if handler.unary_stream is not None:
-            behavior = handler.unary_stream
-
-            def unary_stream(request, context):
-                _refuse_malformed(request, context)
-                hold_slot(context)
-                try:
-                    yield from behavior(request, context)
-                finally:  # also when the call is cancelled: the server closes the generator
-                    slots.release()
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, parse, send)
+            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, one), parse, send)
         if handler.stream_unary is not None:
-            behavior = handler.stream_unary
-
-            def stream_unary(requests, context):
-                hold_slot(context)
-                try:
-                    return behavior(_checked(requests, context), context)
-                finally:
-                    slots.release()
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, parse, send)
-        behavior = handler.stream_stream
-
-        def stream_stream(requests, context):
-            hold_slot(context)
-            try:
-                yield from behavior(_checked(requests, context), context)
-            finally:
-                slots.release()
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, parse, send)
-
-
-def _non_blocking(behavior):
-    """A non-blocking response-streaming behavior (answers through a callback, holds no thread), guarded."""
-
-    def unary_stream(request, context, send_response_callback=None):
-        _refuse_malformed(request, context)
-        return behavior(request, context, send_response_callback)
-
-    unary_stream.experimental_non_blocking = True
-    unary_stream.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)
-    return unary_stream
+            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, stream), parse, send)
+        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, stream), parse, send)
 
 
 class MemoryTrim:

@@ -18,8 +18,8 @@ serving process: it cannot hold that process's GIL or grow its heap.
   so a compiler process whose server died mid-compile dies soon after; an idle one sees
   its pipe close and exits.
 - At most `concurrency` validations run at once per server process; one more is
-  refused at once (`busy`) rather than queued, so ValidatePolicy never holds more than
-  `concurrency` of the server's RPC threads and Evaluate always has the rest.
+  refused at once (`busy`) rather than queued. `validate` blocks while it waits for the
+  compiler process: the server calls it from a thread of its own, never its event loop.
 
 Results are plain dicts (`Diagnostic.to_dict()`, with "" for no path or help).
 `shutdown()` kills every compiler process; the server calls it when it stops.
