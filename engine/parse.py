@@ -371,7 +371,7 @@ def _scanner() -> tuple[re.Pattern, re.Pattern, dict[str, str]]:
     """The grammar's terminals as one regex, ignored text and then one token a match.
 
     Equivalent to Lark's basic lexer (same terminals, same order, keywords lexed as
-    NAME and then retyped), at a third of its cost per token: Lark tries its regexes
+    NAME and then retyped), at less than half its cost per token: Lark tries its regexes
     in Python and counts lines in every token, which made lexing most of the time a
     large file took. No token can hold a newline, so lines are counted between tokens.
     """
