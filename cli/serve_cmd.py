@@ -9,11 +9,17 @@ grpc is imported inside `run`, so other verbs never pay for it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from .main import UsageError
 
 HELP = "serve a policy set over gRPC"
+
+
+def _named(cls, args) -> dict:
+    """The parsed flags named like the fields of dataclass `cls`."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def add_arguments(parser) -> None:
@@ -98,33 +104,7 @@ def run(args) -> int:
     if not args.tls_cert and not args.plaintext and not is_loopback(args.address):
         raise UsageError(f"{args.address} is not a loopback address: give --tls-cert/--tls-key, or --plaintext to serve without TLS")
     configure_logging()
-    limits = Limits(
-        max_batch=args.max_batch,
-        max_depth=args.max_depth,
-        max_source_bytes=args.max_source_bytes,
-        max_message_bytes=args.max_message_bytes,
-        validate_policy=args.validate_policy,
-        validate_timeout=args.validate_timeout,
-        validate_memory_mb=args.validate_memory_mb,
-        validate_concurrency=args.validate_concurrency,
-    )
-    options = Options(
-        policies=args.policies,
-        address=args.address,
-        limits=limits,
-        threads=args.threads,
-        grace=args.grace,
-        poll=args.poll,
-        plaintext=args.plaintext,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        log_annotations=args.log_annotations,
-        max_streams=args.max_streams or max(1, args.threads // 2),
-        handshake_timeout=args.handshake_timeout,
-        max_connection_idle=args.max_connection_idle,
-        max_connection_age=args.max_connection_age,
-        trim_interval=args.trim_interval,
-        workers=args.workers if args.workers is not None else (os.cpu_count() or 1),
-    )
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    # the flags carry the fields' names, so a new field reaches the server by its name alone
+    options = Options(**{**_named(Options, args), "limits": Limits(**_named(Limits, args)), "max_streams": args.max_streams or 0, "workers": workers})
     return serve(options)

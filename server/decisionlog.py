@@ -31,7 +31,7 @@ class DecisionLog:
         """`fd` None: log through structlog. `static`: fields every line carries (worker, pid)."""
         self.fd = fd
         self.annotations = annotations
-        self._static = "".join(f", {_quote(k)}: {json.dumps(v)}" for k, v in (static or {}).items())
+        self._static = _members((static or {}).items())
         self._rules: dict[tuple, str] = {}
         self._clock = (-1, "")  # (a second, its rendering): one attribute, so threads see a consistent pair
         self._log = structlog.get_logger("pol.decision")
@@ -69,7 +69,7 @@ class DecisionLog:
         if part is None:
             if len(self._rules) > 10_000:  # many reloads: start over
                 self._rules.clear()
-            part = self._rules[key] = "".join(f", {_quote(k)}: {json.dumps(v)}" for k, v in zip(("verdict", "policy", "rule", "policy_set_hash"), key))
+            part = self._rules[key] = _members(zip(("verdict", "policy", "rule", "policy_set_hash"), key))
         return part
 
     def _timestamp(self) -> str:
@@ -81,3 +81,8 @@ class DecisionLog:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._clock = (second, stamp)
         return f"{stamp}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def _members(pairs) -> str:
+    """`, "key": value` for each pair: JSON object members to splice into a line."""
+    return "".join(f", {_quote(k)}: {json.dumps(v)}" for k, v in pairs)

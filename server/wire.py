@@ -135,7 +135,7 @@ class Encoder:
         self._rules: dict[int, tuple[object, tuple[bytes, bytes]]] = {}  # id(RuleInfo) -> (info, Encoder._rule's parts)
         self._interventions: dict[tuple, bytes] = {}
         self._decided: dict[int, tuple[object, bytes]] = {}  # id(RuleInfo) -> (info, its PolicyDecision entry)
-        self._request_id = ("", b"")  # the last request id and its encoding (one attribute: threads see a consistent pair)
+        self._request_id = ("", b"")  # the last request id and its encoding
 
     def response(self, decision: engine.Decision, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
         """The EvaluateResponse for `decision`, serialised."""
