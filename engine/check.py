@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -154,7 +155,7 @@ class _Checker:
                 if v in seen:
                     self.error("E117", f'enum value "{v}" is listed twice', t.span)
                 seen.add(v)
-            return Type("enum", tuple(dict.fromkeys(t.values)))
+            return Type("enum", tuple(dict.fromkeys(map(sys.intern, t.values))))  # interned: callers' literals match by identity
         element = self.type_expr(t.element)
         if element is None or t.kind not in ("list", "set"):  # an unknown collection: reported by parse
             return None

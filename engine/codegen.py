@@ -1,15 +1,14 @@
-"""Codegen: a compiled policy's decision tree as one Python function.
+"""Codegen: a compiled policy's decision tree as a program for `engine.native.Tree`.
 
-The function takes the validated field values (positional, in schema order) and
-returns `(matched, errored)`: the indices of the rules whose condition held, and of
-those whose condition hit a division by zero. It is built only from the checked IR:
-field values are parameters, literals are rendered with `repr` or passed in as
-constants, so policy text never reaches `exec` as code.
+The tree's nodes become nested tuples C walks: a dispatch is one dict lookup, a leaf
+lists its rules with their remaining conditions in three-valued logic. The usual atoms
+(a field compared with a literal, membership, `has`) are evaluated by C with Python's
+own operators; every other atom becomes a generated Python function of the field values.
+An atom read by more than one rule gets a memo slot, so each atom is evaluated at most
+once per decision.
 
-An atom used in more than one place is memoised in a local with `:=`, so each atom
-is evaluated at most once per decision. Dispatch nodes become one dict lookup; when
-many branches share the same shape (the usual case: "topic is X and the confidence
-threshold holds"), they share one copy of the code and differ only in rule indices.
+Everything is built only from the checked IR: field values are parameters, literals are
+rendered with `repr` or passed in as constants, so policy text never reaches `exec` as code.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from collections.abc import Callable
 
 import re2
 
-from . import ast
+from . import ast, native
 from .compile import (
     Atom,
     CompiledPolicy,
@@ -35,9 +34,8 @@ from .compile import (
     optional_reads,
 )
 
-__all__ = ["DivisionByZero", "atom_function", "generate", "kleene_and", "kleene_not", "kleene_or"]
+__all__ = ["DivisionByZero", "atom_function", "kleene_and", "kleene_not", "kleene_or", "program"]
 
-_UNSET = object()
 # `matches` only asks whether there is a match. Without captures RE2 answers from its DFA;
 # with them it also runs its NFA for the groups' spans, which for `(.*a){20}` over 1 MB
 # takes seconds instead of milliseconds.
@@ -109,24 +107,16 @@ def kleene_not(value: bool | None) -> bool | None:
 
 
 class _Gen:
-    def __init__(self, policy: CompiledPolicy, field_count: int, instrument: bool) -> None:
+    def __init__(self, policy: CompiledPolicy, field_count: int) -> None:
         self.policy = policy
         self.field_count = field_count
-        self.instrument = instrument
         self.consts: dict[str, object] = {
-            "_U": _UNSET,
             "_div": _div,
             "_guarded": _guarded,
             "_any3": _any3,
             "_all3": _all3,
-            "_and3": kleene_and,
-            "_or3": kleene_or,
-            "_not3": kleene_not,
         }
         self.const_ids: dict[tuple, str] = {}
-        self.lines: list[str] = []
-        self.uses: Counter[int] = Counter()
-        self.memo: set[int] = set()
         self.var_counter = 0
 
     def const(self, value: object, prefix: str = "_C") -> str:
@@ -211,155 +201,7 @@ class _Gen:
         code = self.guard(a.expr, self.value(a.expr, {}))
         if a.may_error:
             code = f"_guarded(lambda: {code})"
-        if self.instrument:
-            code = f"_tick({a.id}, {code})"
         return code
-
-    def atom(self, a: Atom) -> str:
-        if a.id in self.memo:
-            return f"(a{a.id} if a{a.id} is not _U else (a{a.id} := {self.atom_value(a)}))"
-        return self.atom_value(a)
-
-    # ---- rule conditions -------------------------------------------------------------
-
-    def condition(self, e) -> tuple[str, bool]:
-        """Code for a rule condition, and whether it is three-valued (may error)."""
-        kleene = any(isinstance(x, Atom) and x.may_error for x in atoms_in(e))
-        return (self.kleene(e) if kleene else self.plain(e)), kleene
-
-    def plain(self, e) -> str:
-        if isinstance(e, ast.BoolOp):
-            return "(" + f" {e.op} ".join(_once(self.plain(c) for c in e.operands)) + ")"
-        if isinstance(e, ast.Not):
-            return f"(not {self.plain(e.operand)})"
-        return self.atom(e)
-
-    def kleene(self, e) -> str:
-        if isinstance(e, ast.BoolOp):
-            fn = "_and3" if e.op == "and" else "_or3"
-            return f"{fn}(" + ", ".join(_once(self.kleene(c) for c in e.operands)) + ")"
-        if isinstance(e, ast.Not):
-            return f"_not3({self.kleene(e.operand)})"
-        return self.atom(e)
-
-    # ---- tree ---------------------------------------------------------------------------
-
-    def count_uses(self, node: Node) -> None:
-        if isinstance(node, Leaf):
-            for _, residual in node.checks:
-                if residual is not None:
-                    for a in atoms_in(residual):
-                        self.uses[a.id] += 1
-        elif isinstance(node, Dispatch):
-            shapes: set = set()
-            for _, child in node.branches:
-                key = _shape(child)
-                if key is not None and key in shapes:
-                    continue  # shared code: counted once
-                if key is not None:
-                    shapes.add(key)
-                self.count_uses(child)
-        else:
-            for child in node.children:
-                self.count_uses(child)
-
-    def leaf(self, node: Leaf, indent: str, rule_ref: Callable[[int, int], str]) -> None:
-        for j, (rule, residual) in enumerate(node.checks):
-            ref = rule_ref(j, rule)
-            if residual is None:
-                self.lines.append(f"{indent}m.append({ref})")
-                continue
-            code, kleene = self.condition(residual)
-            if kleene:
-                self.lines.append(f"{indent}k = {code}")
-                self.lines.append(f"{indent}if k:")
-                self.lines.append(f"{indent}    m.append({ref})")
-                self.lines.append(f"{indent}elif k is None:")
-                self.lines.append(f"{indent}    err.append({ref})")
-            else:
-                self.lines.append(f"{indent}if {code}:")
-                self.lines.append(f"{indent}    m.append({ref})")
-
-    def node(self, node: Node, indent: str) -> None:
-        if isinstance(node, Leaf):
-            self.leaf(node, indent, lambda j, rule: str(rule))
-        elif isinstance(node, Seq):
-            for child in node.children:
-                self.node(child, indent)
-        else:
-            self.dispatch(node, indent)
-
-    def dispatch(self, node: Dispatch, indent: str) -> None:
-        shapes: dict[object, int] = {}
-        shape_nodes: list[Node] = []
-        table: dict[object, tuple[int, tuple[int, ...]]] = {}
-        for value, child in node.branches:
-            key = _shape(child)
-            if key is None:
-                key = ("unique", len(shape_nodes))
-            sid = shapes.get(key)
-            if sid is None:
-                sid = shapes[key] = len(shape_nodes)
-                shape_nodes.append(child)
-            rules = tuple(r for r, _ in child.checks) if isinstance(child, Leaf) else ()
-            table[value] = (sid, rules)
-        self.var_counter += 1
-        hit = f"d{self.var_counter}"
-        field_value = f"v{node.field.index}"
-        if len(shape_nodes) == 1 and isinstance(shape_nodes[0], Leaf):
-            # one shape: the table holds the rule indices directly
-            tname = self.const({k: v[1] for k, v in table.items()}, "_T")
-            self.lines.append(f"{indent}{hit} = {tname}.get({field_value})")
-            self.lines.append(f"{indent}if {hit} is not None:")
-            self.leaf(shape_nodes[0], indent + "    ", lambda j, rule: f"{hit}[{j}]")
-            return
-        tname = self.const(table, "_T")
-        self.lines.append(f"{indent}{hit} = {tname}.get({field_value})")
-        self.lines.append(f"{indent}if {hit} is not None:")
-        sid_var, rules_var = f"s{self.var_counter}", f"r{self.var_counter}"
-        self.lines.append(f"{indent}    {sid_var}, {rules_var} = {hit}")
-        self.shape_switch(shape_nodes, 0, len(shape_nodes), sid_var, rules_var, indent + "    ")
-
-    def shape_switch(self, shapes: list[Node], lo: int, hi: int, sid: str, rules: str, indent: str) -> None:
-        """Binary search over shape ids, so thousands of distinct shapes stay O(log n)."""
-        if hi - lo <= 4:
-            for k in range(lo, hi):
-                kw = "if" if k == lo else "elif"
-                if hi - lo == 1:
-                    self.shape_body(shapes[k], rules, indent)
-                    return
-                cond = f"{sid} == {k}" if k < hi - 1 else "True"
-                self.lines.append(f"{indent}{kw} {cond}:" if kw == "if" or k < hi - 1 else f"{indent}else:")
-                self.shape_body(shapes[k], rules, indent + "    ")
-            return
-        mid = (lo + hi) // 2
-        self.lines.append(f"{indent}if {sid} < {mid}:")
-        self.shape_switch(shapes, lo, mid, sid, rules, indent + "    ")
-        self.lines.append(f"{indent}else:")
-        self.shape_switch(shapes, mid, hi, sid, rules, indent + "    ")
-
-    def shape_body(self, node: Node, rules: str, indent: str) -> None:
-        before = len(self.lines)
-        if isinstance(node, Leaf):
-            self.leaf(node, indent, lambda j, rule: f"{rules}[{j}]")
-        else:
-            self.node(node, indent)
-        if len(self.lines) == before:
-            self.lines.append(f"{indent}pass")
-
-    def function(self) -> str:
-        p = self.policy
-        self.count_uses(p.tree)
-        self.memo = {a for a, n in self.uses.items() if n > 1} if not self.instrument else {a.id for a in p.atoms}
-        body_start = len(self.lines)
-        self.node(p.tree, "    ")
-        body = self.lines[body_start:]
-        params = ", ".join(f"v{i}" for i in range(self.field_count))
-        head = [f"def decide({params}):", "    m = []", "    err = []"]
-        if self.memo:
-            head.append("    " + " = ".join(f"a{i}" for i in sorted(self.memo)) + " = _U")
-        return "\n".join(head + body + ["    return m, err"]) + "\n"
-
 
 
 def _once(operands) -> list[str]:
@@ -368,11 +210,141 @@ def _once(operands) -> list[str]:
     return list(dict.fromkeys(operands))
 
 
-def _shape(node: Node) -> object | None:
-    """A key equal for leaves that differ only in which rules they hold."""
-    if isinstance(node, Leaf):
-        return ("leaf", tuple(residual for _, residual in node.checks))
+# ---- the tree, for engine.native --------------------------------------------------------
+
+_COMPARE_OPS = {"<": 0, "<=": 1, "==": 2, "!=": 3, ">": 4, ">=": 5}  # Python's Py_LT ... Py_GE
+
+
+def _operand(e) -> tuple[int, object] | None:
+    """(field index, None) or (-1, constant) for an operand C reads directly; None otherwise."""
+    if isinstance(e, FieldRef):
+        return e.index, None
+    if isinstance(e, ast.Literal):
+        return -1, e.value
     return None
+
+
+def _direct_atom(a: Atom) -> tuple[int, int, tuple[int, object], tuple[int, object]] | None:
+    """(kind, op, left, right) when C evaluates the atom itself with Python's operators, else None."""
+    e = a.expr
+    if isinstance(e, FieldRef):
+        return native.A_TRUTH, 0, (e.index, None), (-1, None)
+    if isinstance(e, Present):
+        return native.A_PRESENT, 0, (e.field.index, None), (-1, None)
+    if not isinstance(e, ast.Binary):
+        return None
+    left, right = _operand(e.left), _operand(e.right)
+    if left is None:
+        return None
+    if e.op in _COMPARE_OPS and right is not None:
+        return native.A_COMPARE, _COMPARE_OPS[e.op], left, right
+    kind = native.A_IN if e.op in ("in", "contains") else native.A_NOT_IN
+    if e.op in ("in", "not in") and isinstance(e.right, ast.ListLiteral) and all(isinstance(i, ast.Literal) for i in e.right.items):
+        return kind, 0, left, (-1, frozenset(i.value for i in e.right.items))
+    if e.op in ("in", "not in") and isinstance(e.right, FieldRef):
+        return kind, 0, left, right
+    if e.op == "contains" and isinstance(e.left, FieldRef) and right is not None:
+        return kind, 0, right, left  # `left contains right` is `right in left`
+    return None
+
+
+class _Program:
+    """A compiled policy as the arguments of `engine.native.Tree`."""
+
+    def __init__(self, policy: CompiledPolicy, field_count: int, memo_all: bool) -> None:
+        self.policy = policy
+        self.field_count = field_count
+        self.uses: Counter[int] = Counter()
+        self.count(policy.tree)
+        self.slots = {a: i for i, a in enumerate(sorted(a for a, n in self.uses.items() if n > 1 or memo_all))}
+        self.positions: dict[int, int] = {}
+        self.atoms: list[Atom] = []
+
+    def count(self, node: Node) -> None:
+        if isinstance(node, Leaf):
+            for _, residual in node.checks:
+                if residual is not None:
+                    for a in {a.id for a in atoms_in(residual)}:
+                        self.uses[a] += 1
+        elif isinstance(node, Dispatch):
+            for _, child in node.branches:
+                self.count(child)
+        else:
+            for child in node.children:
+                self.count(child)
+
+    def condition(self, e) -> tuple:
+        if isinstance(e, ast.BoolOp):
+            kind = native.C_AND if e.op == "and" else native.C_OR
+            kids = tuple(dict.fromkeys(self.condition(c) for c in e.operands))  # `x and x` is `x`: no side effects
+            return kids[0] if len(kids) == 1 else (kind, kids)
+        if isinstance(e, ast.Not):
+            return (native.C_NOT, self.condition(e.operand))
+        position = self.positions.get(e.id)
+        if position is None:
+            position = self.positions[e.id] = len(self.atoms)
+            self.atoms.append(e)
+        return (native.C_ATOM, position)
+
+    def node(self, node: Node) -> tuple:
+        if isinstance(node, Leaf):
+            return (native.N_LEAF, tuple((rule, None if residual is None else self.condition(residual)) for rule, residual in node.checks))
+        if isinstance(node, Seq):
+            return (native.N_SEQ, tuple(self.node(c) for c in node.children))
+        # keyed by the schema's own enum strings, the ones the validator hands C, so a lookup matches by identity
+        canonical = {v: v for v in node.field.field.type.values}
+        table = {canonical.get(value, value): i for i, (value, _) in enumerate(node.branches)}
+        return (native.N_DISPATCH, node.field.index, table, tuple(self.node(child) for _, child in node.branches))
+
+    def atom_specs(self) -> tuple[tuple, str]:
+        """Each atom for C, and the source of the generated functions of those C does not evaluate itself."""
+        gen = _Gen(self.policy, self.field_count)
+        params = ", ".join(f"v{i}" for i in range(self.field_count))
+        lines: list[str] = []
+        specs: list = []
+        for a in self.atoms:
+            direct = _direct_atom(a)
+            if direct is None:
+                lines.append(f"def atom{a.id}({params}):\n    return {gen.atom_value(a)}\n")
+                specs.append((native.A_CALL, 0, (-1, None), (-1, None), (), f"atom{a.id}"))
+            else:
+                kind, op, left, right = direct
+                guards = tuple(f.index for f in optional_reads(a.expr))
+                specs.append((kind, op, left, right, guards, None))
+        source = "\n".join(lines)
+        namespace = dict(gen.consts)
+        if source:
+            exec(compile(source, f"<atoms {self.policy.name}>", "exec"), namespace)
+        out = tuple(
+            (kind, op, left[0], left[1], right[0], right[1], guards, namespace[fn] if fn else None, a.id, self.slots.get(a.id, -1))
+            for a, (kind, op, left, right, guards, fn) in zip(self.atoms, specs)
+        )
+        return out, source
+
+
+def program(policy: CompiledPolicy, field_count: int, memo_all: bool = False) -> tuple[dict, str]:
+    """The keyword arguments of `engine.native.Tree` for `policy`, and the Python generated for it.
+
+    An atom read by more than one rule gets a memo slot, so it is evaluated at most once
+    per decision (`memo_all`: every atom gets one, for tests that count evaluations).
+    """
+    p = _Program(policy, field_count, memo_all)
+    root = p.node(policy.tree)
+    atoms, source = p.atom_specs()
+    kwargs = {
+        "fields": field_count,
+        "atoms": atoms,
+        "slots": len(p.slots),
+        "root": root,
+        "rules": policy.rules,
+        "verdicts": tuple(r.verdict for r in policy.rules),
+        "ranks": policy.ranks,
+        "severities": tuple(r.severity for r in policy.rules),
+        "otherwise": policy.otherwise,
+        "otherwise_severity": policy.otherwise.severity,
+        "first_match": policy.combine == "first_match",
+    }
+    return kwargs, source
 
 
 def atom_function(policy: CompiledPolicy, atom: Atom, field_count: int) -> Callable[..., bool | None]:
@@ -381,25 +353,9 @@ def atom_function(policy: CompiledPolicy, atom: Atom, field_count: int) -> Calla
     The same code the decide function inlines, so an explanation reports exactly the
     truth values the decision used.
     """
-    gen = _Gen(policy, field_count, instrument=False)
+    gen = _Gen(policy, field_count)
     params = ", ".join(f"v{i}" for i in range(field_count))
     source = f"def atom({params}):\n    return {gen.atom_value(atom)}\n"
     namespace = dict(gen.consts)
     exec(compile(source, f"<atom {policy.name}#{atom.id}>", "exec"), namespace)
     return namespace["atom"]
-
-
-def generate(
-    policy: CompiledPolicy, field_count: int, tick: Callable[[int, object], object] | None = None
-) -> tuple[Callable, str]:
-    """The decide function of `policy` and its source.
-
-    With `tick`, every atom is memoised and reported to `tick(atom_id, value)` when
-    it is computed: tests count evaluations through it.
-    """
-    gen = _Gen(policy, field_count, instrument=tick is not None)
-    source = gen.function()
-    namespace = dict(gen.consts)
-    namespace["_tick"] = tick
-    exec(compile(source, f"<policy {policy.name}>", "exec"), namespace)
-    return namespace["decide"], source

@@ -144,8 +144,8 @@ class CompiledPolicy:
     tree: Node
     path: str
     ranks: tuple[int, ...] = ()  # severity of each rule; -1 for shadow rules
-    source: str = ""
-    decide: object = None  # set by codegen: (*values) -> (matched rule indices, errored rule indices)
+    source: str = ""  # the Python generated for the atoms C does not evaluate itself
+    decide: object = None  # set by evaluate.make_tree: the engine.native.Tree of `tree`
     atom_functions: dict = dataclasses.field(default_factory=dict, repr=False)  # atom id -> (*values) -> bool | None
 
 

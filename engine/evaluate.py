@@ -10,10 +10,11 @@ gets exactly what was decided.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import ast
-from .codegen import atom_function, kleene_and, kleene_not, kleene_or
+from . import ast, native
+from .codegen import atom_function, kleene_and, kleene_not, kleene_or, program
 from .compile import SEVERITY, Atom, CompiledPolicy, RuleInfo
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "Justification",
     "PolicyDecision",
     "decide_policy",
+    "evaluator",
+    "make_tree",
 ]
 
 VERDICTS = ("allow", "intervene", "remove")
@@ -133,23 +136,16 @@ def _built(index: int, doc: str) -> property:
     return property(lambda self: self._build()[index], doc=doc)
 
 
-class PolicyDecision:
-    """One policy's decision.
+class PolicyDecision(native.PolicyDecisionCore):
+    """One policy's decision, made by its tree (`Tree.settle`).
 
     The verdict and the deciding rule are settled when it is made; justifications,
     interventions and warnings are built from the same immutable inputs when first read.
+    Its storage (`verdict`, `_compiled`, `_values`, `_matched`, `_errored`, `_deciding`,
+    `_built`) is `engine.native.PolicyDecisionCore`.
     """
 
-    __slots__ = ("verdict", "_compiled", "_values", "_matched", "_errored", "_deciding", "_built")
-
-    def __init__(self, compiled: CompiledPolicy, values: tuple, matched: list[int], errored: list[int], deciding: RuleInfo) -> None:
-        self.verdict = deciding.verdict
-        self._compiled = compiled
-        self._values = values
-        self._matched = matched
-        self._errored = errored
-        self._deciding = deciding
-        self._built = None
+    __slots__ = ()
 
     @property
     def policy(self) -> str:
@@ -213,16 +209,18 @@ class PolicyDecision:
         return f"PolicyDecision({self.policy}: {self.verdict} by {self.rule})"
 
 
-class Decision:
+class Decision(native.DecisionCore):
     """The answer for one item: a verdict, and everything that justifies it.
 
     `verdict`, `policy` and `rule` are settled at once; the rest is assembled from
     the per-policy decisions when first read (and is the same whenever it is read).
+    Its storage is `engine.native.DecisionCore`, so `evaluator` makes one in C.
     """
 
-    __slots__ = ("verdict", "policies", "policy_set_hash", "_input_warnings", "_top", "_built")
+    __slots__ = ()
 
-    def __init__(self, policies: tuple[PolicyDecision, ...], policy_set_hash: str, input_warnings: tuple[DecisionWarning, ...] = ()) -> None:
+    def __init__(self, policies: tuple[PolicyDecision, ...], policy_set_hash: str, input_warnings: Sequence[tuple[str, str]] = ()) -> None:
+        """`input_warnings`: the validator's unknown enum values, (field, value); worded when `warnings` is read."""
         top: PolicyDecision | None = policies[0] if policies else None
         for d in policies[1:]:
             if SEVERITY[d.verdict] > SEVERITY[top.verdict]:
@@ -259,7 +257,7 @@ class Decision:
         justifications: list[Justification] = list(top.justifications) if top else []
         shadow: list[Justification] = []
         interventions: list[Intervention] = []
-        warnings: list[DecisionWarning] = list(self._input_warnings)
+        warnings: list[DecisionWarning] = list(_enum_warnings(self._input_warnings))
         for d in self.policies:
             if d is not top:
                 justifications.extend(d.justifications)
@@ -287,26 +285,31 @@ class Decision:
         return f"Decision({self.verdict} by {self.policy}.{self.rule})"
 
 
+def make_tree(policy: CompiledPolicy, field_count: int, tick: Callable[[int, object], object] | None = None) -> native.Tree:
+    """`policy`'s decision tree, run by C.
+
+    With `tick`, every atom is memoised and reported to `tick(atom_id, value)` when it
+    is computed: tests count evaluations through it.
+    """
+    kwargs, policy.source = program(policy, field_count, memo_all=tick is not None)
+    return native.Tree(**kwargs, decision_type=PolicyDecision, tick=tick)
+
+
 def decide_policy(policy: CompiledPolicy, values: tuple) -> PolicyDecision:
     """Run one policy's tree and settle its verdict: most severe, or first, matching rule."""
-    matched, errored = policy.decide(*values)
-    if not matched:
-        return PolicyDecision(policy, values, matched, errored, policy.otherwise)
-    if len(matched) > 1:
-        matched.sort()
-    ranks = policy.ranks  # severity per rule; -1 for shadow rules, which never decide
-    best, index = -1, -1
-    if policy.combine == "first_match":
-        for i in matched:
-            if ranks[i] >= 0:
-                index = i
-                break
-    else:
-        for i in matched:
-            if ranks[i] > best:
-                best, index = ranks[i], i
-    deciding = policy.rules[index] if index >= 0 else policy.otherwise
-    return PolicyDecision(policy, values, matched, errored, deciding)
+    return policy.decide.settle(policy, values)
+
+
+def evaluator(validator: native.Validator, policies: tuple[CompiledPolicy, ...], policy_set_hash: str) -> native.Evaluator:
+    """annotations -> Decision of every policy in `policies` (all of one schema), in C but for the slow paths."""
+    return native.Evaluator(validator, tuple(p.decide for p in policies), policies, policy_set_hash, Decision)
+
+
+def _enum_warnings(warns: Sequence[tuple[str, str]]) -> tuple[DecisionWarning, ...]:
+    """The validator's unknown enum values as decision warnings."""
+    return tuple(
+        DecisionWarning("unknown_enum_value", f'"{value}" is not a declared value of `{path}`', field=path) for path, value in warns
+    )
 
 
 def _interventions(policy: CompiledPolicy, sources) -> tuple[Intervention, ...]:

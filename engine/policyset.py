@@ -16,10 +16,9 @@ from pathlib import Path
 from . import ast
 from .analyze import analyze
 from .check import Program, check
-from .codegen import generate
 from .compile import CompiledPolicy, compile_policy
 from .diagnostics import Diagnostic, sort_key
-from .evaluate import Decision, DecisionWarning, decide_policy
+from .evaluate import Decision, decide_policy, evaluator, make_tree
 from .parse import parse_file
 from .source import Source, Span
 from .types import SchemaInfo
@@ -92,8 +91,12 @@ class PolicySet:
         self._order = tuple(sorted(policies))
         self._plan = self._plan_for(self._order)
         self._all = tuple(p for p, _ in self._plan)
+        self._evaluate_all = self._evaluator()
+
+    def _evaluator(self):
+        """Every policy's decision in one C call, when they share one schema (the usual set)."""
         schemas = {schema for _, schema in self._plan}
-        self._validator = self._validators[schemas.pop()] if len(schemas) == 1 else None
+        return evaluator(self._validators[schemas.pop()], self._all, self.hash) if len(schemas) == 1 else None
 
     @property
     def policy_names(self) -> tuple[str, ...]:
@@ -105,26 +108,21 @@ class PolicySet:
         Raises `InputError` naming each field that breaks a schema, and
         `UnknownPolicyError` for a policy name that is not loaded.
         """
-        if not policies and self._validator is not None:  # one schema for every policy: validate once
-            values, warns = self._validator(annotations)
-            if len(self._all) == 1:
-                decisions: tuple = (decide_policy(self._all[0], values),)
-            else:
-                decisions = tuple([decide_policy(p, values) for p in self._all])
-            return Decision(decisions, self.hash, _enum_warnings(warns) if warns else ())
+        if not policies and self._evaluate_all is not None:
+            return self._evaluate_all(annotations)
         plan = self._plan if not policies else self._plan_for(policies)
-        decisions = []  # type: ignore[assignment]
+        decisions = []
         validated: dict[str, tuple] = {}
-        input_warnings: list[DecisionWarning] = []
+        input_warnings: list[tuple[str, str]] = []
         for p, schema in plan:
             values = validated.get(schema)
             if values is None:
                 values, warns = self._validators[schema](annotations)
                 validated[schema] = values
                 if warns:
-                    input_warnings.extend(_enum_warnings(warns))
+                    input_warnings.extend(warns)
             decisions.append(decide_policy(p, values))
-        return Decision(tuple(decisions), self.hash, tuple(input_warnings))
+        return Decision(tuple(decisions), self.hash, input_warnings)
 
     def values(self, annotations: object, schema: str) -> tuple:
         """`annotations` validated against `schema`: the field values in schema order, as policies see them."""
@@ -145,17 +143,12 @@ class PolicySet:
         clone.__dict__.update(self.__dict__)
         p = self.policies[policy]
         counted = CompiledPolicy(**{k: getattr(p, k) for k in p.__dataclass_fields__})
-        counted.decide, counted.source = generate(p, len(self.schemas[p.schema].fields), tick)
+        counted.decide = make_tree(counted, len(self.schemas[p.schema].fields), tick)
         clone.policies = {**self.policies, policy: counted}
         clone._plan = clone._plan_for(clone._order)
         clone._all = tuple(p for p, _ in clone._plan)
+        clone._evaluate_all = clone._evaluator()
         return clone
-
-
-def _enum_warnings(warns: list[tuple[str, str]]) -> tuple[DecisionWarning, ...]:
-    return tuple(
-        DecisionWarning("unknown_enum_value", f'"{value}" is not a declared value of `{path}`', field=path) for path, value in warns
-    )
 
 
 def set_hash(files: Mapping[str, bytes]) -> str:
@@ -194,7 +187,7 @@ def compile_sources(files: Mapping[str, str | bytes]) -> CheckResult:
     compiled: dict[str, CompiledPolicy] = {}
     for name, cp in program.policies.items():
         policy = compile_policy(cp)
-        policy.decide, policy.source = generate(policy, len(cp.schema.fields))
+        policy.decide = make_tree(policy, len(cp.schema.fields))
         compiled[name] = policy
     analyze(program, compiled, diagnostics)
     diagnostics = _final(diagnostics)

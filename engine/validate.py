@@ -11,9 +11,10 @@ collected, so a caller fixes all of them in one round trip.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 
-from . import ast
+from . import ast, native
 from .types import FieldInfo, SchemaInfo, Type
 
 __all__ = ["InputError", "Violation", "check_value", "compile_validator", "literal_value", "validate_object"]
@@ -197,12 +198,17 @@ _CACHE: dict[int, tuple[SchemaInfo, Callable]] = {}
 _CACHE_SIZE = 64
 
 
-def compile_validator(schema: SchemaInfo) -> Callable[[object], tuple[tuple, list | None]]:
-    """The validator function of `schema`: annotations -> (values, warnings or None)."""
+def compile_validator(schema: SchemaInfo) -> native.Validator:
+    """The validator of `schema`: annotations -> (values, warnings or None).
+
+    C takes the common case, every field already valid and final; anything else goes
+    to the generated Python validator, which collects every violation and warning.
+    """
     cached = _CACHE.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    fn = _generate(schema)
+    fields = tuple(_field_spec(f) for f in sorted(schema.fields.values(), key=lambda f: f.index))
+    fn = native.Validator(fields, _generate(schema))
     if len(_CACHE) >= _CACHE_SIZE:
         del _CACHE[next(iter(_CACHE))]  # the oldest entry
     _CACHE[id(schema)] = (schema, fn)
@@ -212,6 +218,22 @@ def compile_validator(schema: SchemaInfo) -> Callable[[object], tuple[tuple, lis
 def _excerpt(text: str) -> str:
     """The caller's text as echoed in a warning: at most MAX_ECHO characters, so a huge value is not sent back whole."""
     return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text) - MAX_ECHO} more characters)"
+
+
+_NATIVE_KINDS = {"string": native.K_STRING, "enum": native.K_ENUM, "int": native.K_INT, "float": native.K_FLOAT, "bool": native.K_BOOL}
+
+
+def _field_spec(f: FieldInfo) -> tuple:
+    """One field as the C validator's fast path takes it; kinds it does not know always go to Python."""
+    t = f.type
+    kind, values = _NATIVE_KINDS.get(t.kind, native.K_OTHER), None
+    if t.kind == "enum":
+        values = {v: v for v in t.values}  # C keeps the schema's own string: dispatch tables find it by identity
+    elif t.is_collection and t.element.kind in ("string", "enum"):
+        kind = native.K_STRINGS_SET if t.kind == "set" else native.K_STRINGS_LIST
+        values = frozenset(t.element.values) if t.element.kind == "enum" else None
+    path = tuple(sys.intern(part) for part in f.path)  # the same object as an interned key: found without comparing text
+    return (path, kind, values, f.has_default, f.default, f.optional, f.dotted)
 
 
 def _fixer(f: FieldInfo) -> Callable[[object], tuple[object, str | None, tuple | None]]:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import engine
 from engine.policyset import read_files
+from engine.validate import _generate as generate_validator
 
 from .oracle import Oracle
 from .strategies import _pools, annotations_for, policy_files
@@ -99,6 +100,27 @@ def test_hostile_inputs_on_random_policies(files: dict[str, str], data) -> None:
     oracle = Oracle(files)
     for _ in range(4):
         agree_or_input_error(ps, oracle, data.draw(hostile(files)))
+
+
+def _validated(validate, annotations: object) -> object:
+    """What a validator answers: (values with their types, warnings), or the violations it raises."""
+    try:
+        values, warns = validate(annotations)
+    except engine.InputError as e:
+        return ("error", e.violations)
+    return ("ok", [(type(v), v) for v in values], warns)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(data=st.data(), files=policy_files())
+def test_c_validator_answers_as_the_generated_validator(files: dict[str, str], data) -> None:
+    """The C fast path of validation (engine/_native.c) gives the values, types and warnings the Python specification gives."""
+    ps = compile_clean(files)
+    for name, schema in ps.schemas.items():
+        python = generate_validator(schema)
+        for _ in range(4):
+            annotations = data.draw(hostile(files))
+            assert _validated(ps._validators[name], annotations) == _validated(python, annotations), annotations
 
 
 _SHIPPED = {k: v.decode("utf-8") for k, v in read_files(ROOT / "policies").items()}

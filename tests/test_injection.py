@@ -71,8 +71,8 @@ STRING_PAYLOADS = {
 #: Python keywords, builtins and every lowercase name codegen.py and validate.py use for
 #: their own locals and helpers (the uppercase ones, `_U`, `_C0`..., cannot be pol names).
 GENERATED_NAMES = (
-    "decide atom validate m err k a a0 a1 v0 v1 v2 q1 d1 s1 r1 o1 o1get get errs warns _e _w "
-    "_div _guarded _any3 _all3 _and3 _or3 _not3 _tick _kind _unset _u _c0 _t0 _r0 _ _0"
+    "atom atom0 atom1 validate a v0 v1 v2 q1 o1 o1get get errs warns _e _w "
+    "_div _guarded _any3 _all3 _kind _u _c0 _r0 _ _0"
 ).split()
 BUILTIN_NAMES = (
     "__import__ __class__ __builtins__ __name__ __dict__ __globals__ exec eval compile open self none "
@@ -228,7 +228,7 @@ def test_generated_code_has_the_same_identifiers_whatever_the_strings(generated)
     """The Python generated for a payload-filled policy uses the identifiers of the harmless one: text only ever becomes constants."""
     assert_carried_verbatim(dict.fromkeys(POSITIONS, "harmless"))
     baseline = vocabulary(generated)
-    assert {"decide", "validate", "atom"} <= baseline[0]
+    assert {"validate", "atom"} <= baseline[0]
     for payload in STRING_PAYLOADS.values():
         generated.clear()
         assert_carried_verbatim(dict.fromkeys(POSITIONS, payload))

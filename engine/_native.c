@@ -1,0 +1,1271 @@
+/* engine._native: the per-decision hot path of pol in C.
+ *
+ * Python builds everything here from the checked, compiled policy (engine/native.py), so
+ * this file knows nothing of the language: it runs three small programs.
+ *
+ *   Validator  annotations -> the field values in schema order. Only the fast path lives
+ *              here: when every field is already a valid, final value (or absent with a
+ *              default). Anything else (a conversion, an unknown enum value, an error)
+ *              goes to the generated Python validator, which is the specification.
+ *   Tree       the decision tree: dispatch tables, leaves of rules, and their conditions
+ *              in three-valued logic over atoms. Simple atoms (a field compared with a
+ *              literal, membership, `has`) run here with Python's own operators; the rest
+ *              are generated Python functions called with the field values.
+ *   Evaluator  validate, run each policy's tree, settle the verdicts, and make the
+ *              Decision, without returning to the interpreter in the common case.
+ *
+ * Decisions are instances of Python classes (engine/evaluate.py) whose storage is the
+ * PolicyDecisionCore and DecisionCore types below, so C makes them without calling
+ * __init__ and Python adds the lazily built justifications.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+
+/* ==== decision storage ================================================================ */
+
+/* Both are a row of object pointers after the object header, traversed and cleared alike. */
+#define ROW(self) ((PyObject **)((char *)(self) + sizeof(PyObject)))
+#define ROW_LENGTH(type) ((Py_ssize_t)((sizeof(type) - sizeof(PyObject)) / sizeof(PyObject *)))
+
+static int
+row_traverse(PyObject *self, Py_ssize_t n, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_VISIT(ROW(self)[i]);
+    return 0;
+}
+
+static int
+row_clear(PyObject *self, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_CLEAR(ROW(self)[i]);
+    return 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *verdict, *compiled, *values, *matched, *errored, *deciding, *built;
+} PolicyDecisionCore;
+
+static int
+pdc_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    return row_traverse(self, ROW_LENGTH(PolicyDecisionCore), visit, arg);
+}
+
+static int
+pdc_clear(PyObject *self)
+{
+    return row_clear(self, ROW_LENGTH(PolicyDecisionCore));
+}
+
+static void
+pdc_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    pdc_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+#define PDC(name, field) {name, T_OBJECT, offsetof(PolicyDecisionCore, field), 0, NULL}
+static PyMemberDef pdc_members[] = {
+    PDC("verdict", verdict), PDC("_compiled", compiled), PDC("_values", values),
+    PDC("_matched", matched), PDC("_errored", errored), PDC("_deciding", deciding),
+    PDC("_built", built), {NULL}
+};
+
+static PyTypeObject PolicyDecisionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engine._native.PolicyDecisionCore",
+    .tp_doc = "Storage of one policy's decision (see engine.evaluate.PolicyDecision).",
+    .tp_basicsize = sizeof(PolicyDecisionCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)pdc_dealloc,
+    .tp_traverse = (traverseproc)pdc_traverse,
+    .tp_clear = (inquiry)pdc_clear,
+    .tp_members = pdc_members,
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *verdict, *policies, *hash, *input_warnings, *top, *built;
+} DecisionCore;
+
+static int
+dc_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    return row_traverse(self, ROW_LENGTH(DecisionCore), visit, arg);
+}
+
+static int
+dc_clear(PyObject *self)
+{
+    return row_clear(self, ROW_LENGTH(DecisionCore));
+}
+
+static void
+dc_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    dc_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+#define DC(name, field) {name, T_OBJECT, offsetof(DecisionCore, field), 0, NULL}
+static PyMemberDef dc_members[] = {
+    DC("verdict", verdict), DC("policies", policies), DC("policy_set_hash", hash),
+    DC("_input_warnings", input_warnings), DC("_top", top), DC("_built", built), {NULL}
+};
+
+static PyTypeObject DecisionCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engine._native.DecisionCore",
+    .tp_doc = "Storage of a decision (see engine.evaluate.Decision).",
+    .tp_basicsize = sizeof(DecisionCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)dc_dealloc,
+    .tp_traverse = (traverseproc)dc_traverse,
+    .tp_clear = (inquiry)dc_clear,
+    .tp_members = dc_members,
+};
+
+/* ==== validator ======================================================================= */
+
+enum { K_STRING, K_ENUM, K_INT, K_FLOAT, K_BOOL, K_STRINGS_LIST, K_STRINGS_SET, K_OTHER };
+
+typedef struct {
+    Py_ssize_t depth;
+    PyObject **path;   /* borrowed from the spec */
+    int kind;
+    PyObject *values;  /* K_ENUM: {value: value}, so the schema's own string is kept (dispatch then
+                          finds it by identity); lists of enums: a frozenset; else NULL */
+    PyObject *dflt;    /* the default, or NULL */
+    int optional;
+    PyObject *dotted;  /* the field's name, for warnings */
+} FieldSpec;
+
+#define MAX_ECHO 256  /* characters of a caller's value a warning repeats (engine/validate.py) */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    FieldSpec *fields;
+    PyObject *spec;      /* owns every object the field specs borrow */
+    PyObject *fallback;  /* the generated Python validator: the slow path and the specification */
+    PyObject *weakreflist;
+} Validator;
+
+/* Whether `s` is valid Unicode text: no lone surrogates (json.loads makes them). */
+static int
+valid_text(PyObject *s)
+{
+    int kind = PyUnicode_KIND(s);
+    if (kind == PyUnicode_1BYTE_KIND)
+        return 1;
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 0xD800 && c <= 0xDFFF)
+            return 0;
+    }
+    return 1;
+}
+
+/* The field's raw value (borrowed), NULL when absent. Sets *slow when an object on the
+ * way is not an object; returns NULL with an exception set only on a real error. */
+static PyObject *
+field_lookup(PyObject *a, FieldSpec *f, int *slow)
+{
+    PyObject *obj = a;
+    for (Py_ssize_t i = 0; i < f->depth; i++) {
+        obj = PyDict_GetItemWithError(obj, f->path[i]);
+        if (obj == NULL || obj == Py_None)
+            return NULL;
+        if (i + 1 < f->depth && !PyDict_CheckExact(obj)) {
+            *slow = 1;
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+/* The strings of a list, converted as the schema says; NULL without an exception: slow path. */
+static PyObject *
+strings(PyObject *list, FieldSpec *f)
+{
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyUnicode_CheckExact(item) || !valid_text(item))
+            return NULL;
+        if (f->values != NULL) {
+            int in = PySet_Contains(f->values, item);
+            if (in <= 0)
+                return NULL;  /* an unknown value (a warning) or an error: the slow path says */
+        }
+    }
+    return f->kind == K_STRINGS_SET ? PyFrozenSet_New(list) : PyList_AsTuple(list);
+}
+
+/* The value of one field (new reference); NULL without an exception: slow path. An enum
+ * value the schema does not declare is kept, with a (field, value) warning in *warns. */
+static PyObject *
+field_value(PyObject *a, FieldSpec *f, PyObject **warns)
+{
+    int slow = 0;
+    PyObject *v = field_lookup(a, f, &slow);
+    if (v == NULL) {
+        if (slow || PyErr_Occurred())
+            return NULL;
+        if (f->dflt != NULL)
+            return Py_NewRef(f->dflt);
+        return f->optional ? Py_NewRef(Py_None) : NULL;
+    }
+    switch (f->kind) {
+    case K_STRING:
+        return PyUnicode_CheckExact(v) && valid_text(v) ? Py_NewRef(v) : NULL;
+    case K_ENUM: {
+        if (!PyUnicode_CheckExact(v))
+            return NULL;
+        PyObject *canonical = PyDict_GetItemWithError(f->values, v);
+        if (canonical != NULL)
+            return Py_NewRef(canonical);
+        if (PyErr_Occurred() || PyUnicode_GET_LENGTH(v) > MAX_ECHO || !valid_text(v))
+            return NULL;  /* the slow path cuts long values short, and rejects broken text */
+        if (*warns == NULL && (*warns = PyList_New(0)) == NULL)
+            return NULL;
+        PyObject *w = PyTuple_Pack(2, f->dotted, v);
+        if (w == NULL || PyList_Append(*warns, w) < 0) {
+            Py_XDECREF(w);
+            return NULL;
+        }
+        Py_DECREF(w);
+        return Py_NewRef(v);
+    }
+    case K_INT:
+        if (PyLong_CheckExact(v)) {
+            int overflow;
+            PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (!overflow)
+                return Py_NewRef(v);
+        }
+        return NULL;
+    case K_FLOAT:
+        if (PyFloat_CheckExact(v))
+            return isfinite(PyFloat_AS_DOUBLE(v)) ? Py_NewRef(v) : NULL;
+        if (PyLong_CheckExact(v)) {
+            double d = PyLong_AsDouble(v);
+            if (d == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return NULL;
+            }
+            return PyFloat_FromDouble(d);
+        }
+        return NULL;
+    case K_BOOL:
+        return PyBool_Check(v) ? Py_NewRef(v) : NULL;
+    case K_STRINGS_LIST:
+    case K_STRINGS_SET:
+        if (PyList_CheckExact(v)) {
+            PyObject *out = strings(v, f);
+            if (out == NULL)
+                PyErr_Clear();
+            return out;
+        }
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* The values tuple (and in *warns, a list of unknown enum values or NULL), or NULL: with an
+ * exception set on error, without one for the slow path. */
+static PyObject *
+validate_fast(Validator *self, PyObject *a, PyObject **warns)
+{
+    *warns = NULL;
+    if (!PyDict_CheckExact(a))
+        return NULL;
+    PyObject *values = PyTuple_New(self->n);
+    if (values == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *v = field_value(a, &self->fields[i], warns);
+        if (v == NULL) {
+            Py_DECREF(values);
+            Py_CLEAR(*warns);
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError))
+                PyErr_Clear();  /* e.g. an unhashable key compared in a lookup: let Python judge */
+            return NULL;
+        }
+        PyTuple_SET_ITEM(values, i, v);
+    }
+    return values;
+}
+
+/* (values, warnings or None), exactly as the generated validator returns them. */
+static PyObject *
+validate(Validator *self, PyObject *a)
+{
+    PyObject *warns;
+    PyObject *values = validate_fast(self, a, &warns);
+    if (values != NULL) {
+        PyObject *out = PyTuple_Pack(2, values, warns != NULL ? warns : Py_None);
+        Py_DECREF(values);
+        Py_XDECREF(warns);
+        return out;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *out = PyObject_CallOneArg(self->fallback, a);
+    if (out != NULL && (!PyTuple_CheckExact(out) || PyTuple_GET_SIZE(out) != 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(out, 0)))) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_TypeError, "the validator must return (values, warnings)");
+        return NULL;
+    }
+    return out;
+}
+
+static void
+validator_dealloc(Validator *self)
+{
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    PyMem_Free(self->fields);
+    Py_XDECREF(self->spec);
+    Py_XDECREF(self->fallback);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+validator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *spec, *fallback;
+    static char *kwlist[] = {"fields", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O:Validator", kwlist, &PyTuple_Type, &spec, &fallback))
+        return NULL;
+    Validator *self = (Validator *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->spec = Py_NewRef(spec);
+    self->fallback = Py_NewRef(fallback);
+    self->n = PyTuple_GET_SIZE(spec);
+    self->fields = PyMem_Calloc(self->n ? self->n : 1, sizeof(FieldSpec));
+    if (self->fields == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        /* (path: tuple[str, ...], kind: int, values: frozenset | None, has_default: bool, default, optional: bool, dotted: str) */
+        PyObject *path, *values, *dflt, *dotted;
+        int kind, has_default, optional;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(spec, i), "O!iOpOpU", &PyTuple_Type, &path, &kind, &values, &has_default, &dflt,
+                              &optional, &dotted)) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        FieldSpec *f = &self->fields[i];
+        f->depth = PyTuple_GET_SIZE(path);
+        f->path = &PyTuple_GET_ITEM(path, 0);
+        f->kind = kind;
+        f->values = values == Py_None ? NULL : values;
+        f->dflt = has_default ? dflt : NULL;
+        f->optional = optional;
+        f->dotted = dotted;
+        if (f->depth == 0 || kind < K_STRING || kind > K_OTHER || (kind == K_ENUM && (f->values == NULL || !PyDict_CheckExact(f->values)))
+            || (kind != K_ENUM && f->values != NULL && !PyFrozenSet_CheckExact(f->values))) {
+            Py_DECREF(self);
+            PyErr_Format(PyExc_ValueError, "bad field spec at %zd", i);
+            return NULL;
+        }
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *
+validator_call(Validator *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *a;
+    if (!PyArg_ParseTuple(args, "O:Validator", &a))
+        return NULL;
+    return validate(self, a);
+}
+
+static PyTypeObject ValidatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engine._native.Validator",
+    .tp_doc = "Validator(fields, fallback)(annotations) -> (values, warnings or None)",
+    .tp_basicsize = sizeof(Validator),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = validator_new,
+    .tp_dealloc = (destructor)validator_dealloc,
+    .tp_call = (ternaryfunc)validator_call,
+    .tp_weaklistoffset = offsetof(Validator, weakreflist),
+};
+
+/* ==== tree ============================================================================ */
+
+enum { A_COMPARE, A_TRUTH, A_IN, A_NOT_IN, A_PRESENT, A_CALL };
+enum { C_AND, C_OR, C_NOT, C_ATOM };
+enum { N_LEAF, N_DISPATCH, N_SEQ };
+/* Truth values: 0 false, 1 true, 2 error (a division by zero); -1 is a raised exception. */
+enum { FALSE3 = 0, TRUE3 = 1, ERROR3 = 2 };
+
+typedef struct {
+    int kind, op;
+    Py_ssize_t left, right;    /* field indices, or -1 for the constants */
+    PyObject *lconst, *rconst; /* borrowed */
+    Py_ssize_t nguards, *guards;  /* optional fields read: absent makes the atom false */
+    PyObject *fn;              /* A_CALL: the generated function of the field values */
+    PyObject *id;              /* the atom's id, for the tick */
+    Py_ssize_t slot;           /* memo slot, or -1 when used once */
+} AtomSpec;
+
+typedef struct Cond {
+    int kind;
+    Py_ssize_t n, atom;
+    struct Cond *kids;
+} Cond;
+
+typedef struct {
+    Py_ssize_t rule;
+    int has_cond;    /* 0: nothing left to check */
+    Cond cond;
+} Check;
+
+/* A dispatch table entry: open addressing over the values' Python hashes. A lookup matches
+ * as a dict's does (the same object, or an equal hash and ==), so 1, 1.0 and true collide
+ * as they would in Python; it only saves the dict's separate index and int objects. */
+typedef struct {
+    PyObject *key;  /* borrowed from the spec's dict; NULL: empty */
+    Py_hash_t hash;
+    Py_ssize_t kid;
+} Entry;
+
+typedef struct Node {
+    int kind;
+    Py_ssize_t nchecks, nkids;
+    Check *checks;        /* N_LEAF: `one` when there is a single check (the usual leaf) */
+    Check one;
+    Py_ssize_t field;     /* N_DISPATCH: the field looked up */
+    size_t mask;          /* N_DISPATCH: entries - 1, a power of two minus one */
+    Entry *entries;
+    struct Node *kids;    /* N_DISPATCH branches, N_SEQ children */
+} Node;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *spec;       /* owns every object the structures below borrow */
+    Py_ssize_t natoms, nslots, nrules, nfields;
+    AtomSpec *atoms;
+    Node root;
+    PyObject *rules;      /* tuple of RuleInfo */
+    PyObject *rule_ints;  /* (0, 1, ...): the indices as ints */
+    PyObject *otherwise;
+    PyObject *verdicts;   /* tuple of str, per rule */
+    PyObject *otherwise_verdict;
+    int *ranks;           /* severity per rule; -1 for shadow rules, which never decide */
+    int *severities;      /* severity of each rule's verdict */
+    int otherwise_severity;
+    int first_match;
+    PyObject *tick;       /* NULL, or tick(atom_id, value) -> value: counts evaluations in tests */
+    PyTypeObject *pd_type;
+    PyObject *weakreflist;
+} Tree;
+
+static void
+cond_free(Cond *c)
+{
+    if (c->kids != NULL) {
+        for (Py_ssize_t i = 0; i < c->n; i++)
+            cond_free(&c->kids[i]);
+        PyMem_Free(c->kids);
+    }
+}
+
+static void
+node_free(Node *node)
+{
+    if (node->checks != NULL) {
+        for (Py_ssize_t i = 0; i < node->nchecks; i++)
+            cond_free(&node->checks[i].cond);
+        if (node->checks != &node->one)
+            PyMem_Free(node->checks);
+    }
+    PyMem_Free(node->entries);
+    if (node->kids != NULL) {
+        for (Py_ssize_t i = 0; i < node->nkids; i++)
+            node_free(&node->kids[i]);
+        PyMem_Free(node->kids);
+    }
+}
+
+/* ---- building from the spec Python made (engine/native.py) ---- */
+
+static int
+bad_spec(const char *what)
+{
+    if (!PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "bad tree spec: %s", what);
+    return -1;
+}
+
+static int
+field_index(Tree *t, PyObject *o, Py_ssize_t *out)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(o);
+    if (i == -1 && PyErr_Occurred())
+        return -1;
+    if (i < -1 || i >= t->nfields)
+        return bad_spec("field index out of range");
+    *out = i;
+    return 0;
+}
+
+static int
+build_cond(Tree *t, PyObject *spec, Cond *c)
+{
+    /* (C_AND | C_OR, (cond, ...)) | (C_NOT, cond) | (C_ATOM, atom position) */
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 2)
+        return bad_spec("condition");
+    int kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    PyObject *arg = PyTuple_GET_ITEM(spec, 1);
+    c->kind = kind;
+    if (kind == C_ATOM) {
+        c->atom = PyLong_AsSsize_t(arg);
+        if (c->atom < 0 || c->atom >= t->natoms)
+            return bad_spec("atom position");
+        return 0;
+    }
+    if (kind == C_NOT) {
+        c->n = 1;
+        c->kids = PyMem_Calloc(1, sizeof(Cond));
+        if (c->kids == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        return build_cond(t, arg, c->kids);
+    }
+    if ((kind != C_AND && kind != C_OR) || !PyTuple_CheckExact(arg) || PyTuple_GET_SIZE(arg) == 0)
+        return bad_spec("condition kind");
+    c->n = PyTuple_GET_SIZE(arg);
+    c->kids = PyMem_Calloc(c->n, sizeof(Cond));
+    if (c->kids == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (build_cond(t, PyTuple_GET_ITEM(arg, i), &c->kids[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static int
+build_node(Tree *t, PyObject *spec, Node *node)
+{
+    /* (N_LEAF, ((rule, cond | None), ...)) | (N_DISPATCH, field, {value: kid}, (node, ...)) | (N_SEQ, (node, ...)) */
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) < 2)
+        return bad_spec("node");
+    node->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+    PyObject *kids;
+    if (node->kind == N_LEAF) {
+        PyObject *checks = PyTuple_GET_ITEM(spec, 1);
+        if (!PyTuple_CheckExact(checks))
+            return bad_spec("leaf");
+        node->nchecks = PyTuple_GET_SIZE(checks);
+        node->checks = node->nchecks == 1 ? &node->one : PyMem_Calloc(node->nchecks ? node->nchecks : 1, sizeof(Check));
+        if (node->checks == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < node->nchecks; i++) {
+            PyObject *check = PyTuple_GET_ITEM(checks, i);
+            if (!PyTuple_CheckExact(check) || PyTuple_GET_SIZE(check) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(check, 0)))
+                return bad_spec("check");
+            PyObject *rule = PyTuple_GET_ITEM(check, 0);
+            Py_ssize_t r = PyLong_AsSsize_t(rule);
+            if (r < 0 || r >= t->nrules)
+                return bad_spec("rule index");
+            node->checks[i].rule = r;
+            PyObject *cond = PyTuple_GET_ITEM(check, 1);
+            if (cond != Py_None) {
+                node->checks[i].has_cond = 1;
+                if (build_cond(t, cond, &node->checks[i].cond) < 0)
+                    return -1;
+            }
+        }
+        return 0;
+    }
+    if (node->kind == N_DISPATCH) {
+        if (PyTuple_GET_SIZE(spec) != 4 || !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)))
+            return bad_spec("dispatch");
+        if (field_index(t, PyTuple_GET_ITEM(spec, 1), &node->field) < 0 || node->field < 0)
+            return bad_spec("dispatch field");
+        kids = PyTuple_GET_ITEM(spec, 3);
+    }
+    else if (node->kind == N_SEQ) {
+        kids = PyTuple_GET_ITEM(spec, 1);
+    }
+    else
+        return bad_spec("node kind");
+    if (!PyTuple_CheckExact(kids))
+        return bad_spec("node children");
+    node->nkids = PyTuple_GET_SIZE(kids);
+    node->kids = PyMem_Calloc(node->nkids ? node->nkids : 1, sizeof(Node));
+    if (node->kids == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < node->nkids; i++)
+        if (build_node(t, PyTuple_GET_ITEM(kids, i), &node->kids[i]) < 0)
+            return -1;
+    if (node->kind == N_DISPATCH) {
+        PyObject *table = PyTuple_GET_ITEM(spec, 2), *key, *value;
+        size_t size = 8;
+        while (size < 2 * (size_t)PyDict_GET_SIZE(table))
+            size *= 2;
+        node->mask = size - 1;
+        node->entries = PyMem_Calloc(size, sizeof(Entry));
+        if (node->entries == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(table, &pos, &key, &value)) {
+            Py_ssize_t kid = PyLong_Check(value) ? PyLong_AsSsize_t(value) : -1;
+            if (kid < 0 || kid >= node->nkids)  /* every entry must name a child */
+                return bad_spec("dispatch entry");
+            Py_hash_t hash = PyObject_Hash(key);
+            if (hash == -1)
+                return -1;
+            size_t i = (size_t)hash & node->mask;
+            while (node->entries[i].key != NULL)  /* a dict's keys are distinct: no duplicate to find */
+                i = (i + 1) & node->mask;
+            node->entries[i] = (Entry){key, hash, kid};
+        }
+    }
+    return 0;
+}
+
+static int
+build_atom(Tree *t, PyObject *spec, AtomSpec *a)
+{
+    /* (kind, op, left, lconst, right, rconst, guards, fn, id, slot) */
+    PyObject *guards, *left, *right;
+    if (!PyArg_ParseTuple(spec, "iiOOOOO!OOn", &a->kind, &a->op, &left, &a->lconst, &right, &a->rconst,
+                          &PyTuple_Type, &guards, &a->fn, &a->id, &a->slot))
+        return -1;
+    if (field_index(t, left, &a->left) < 0 || field_index(t, right, &a->right) < 0)
+        return -1;
+    if (a->kind < A_COMPARE || a->kind > A_CALL || a->op < Py_LT || a->op > Py_GE || a->slot < -1 || a->slot >= t->nslots)
+        return bad_spec("atom");
+    if (a->kind == A_CALL ? !PyCallable_Check(a->fn) : a->left < 0 && a->kind != A_COMPARE && a->kind != A_IN && a->kind != A_NOT_IN)
+        return bad_spec("atom operands");
+    a->nguards = PyTuple_GET_SIZE(guards);
+    a->guards = PyMem_Calloc(a->nguards ? a->nguards : 1, sizeof(Py_ssize_t));
+    if (a->guards == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < a->nguards; i++)
+        if (field_index(t, PyTuple_GET_ITEM(guards, i), &a->guards[i]) < 0 || a->guards[i] < 0)
+            return bad_spec("guard");
+    return 0;
+}
+
+static void
+tree_dealloc(Tree *self)
+{
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    node_free(&self->root);
+    if (self->atoms != NULL) {
+        for (Py_ssize_t i = 0; i < self->natoms; i++)
+            PyMem_Free(self->atoms[i].guards);
+        PyMem_Free(self->atoms);
+    }
+    PyMem_Free(self->ranks);
+    PyMem_Free(self->severities);
+    Py_XDECREF(self->spec);
+    Py_XDECREF(self->rule_ints);
+    Py_XDECREF(self->tick);
+    Py_XDECREF(self->pd_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+int_array(PyObject *tuple, Py_ssize_t n, int **out)
+{
+    if (!PyTuple_CheckExact(tuple) || PyTuple_GET_SIZE(tuple) != n)
+        return bad_spec("per-rule tuple");
+    *out = PyMem_Calloc(n ? n : 1, sizeof(int));
+    if (*out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(tuple, i));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        (*out)[i] = (int)v;
+    }
+    return 0;
+}
+
+static PyObject *
+tree_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fields", "atoms", "slots", "root", "rules", "verdicts", "ranks", "severities",
+                             "otherwise", "otherwise_severity", "first_match", "decision_type", "tick", NULL};
+    PyObject *atoms, *root, *rules, *verdicts, *ranks, *severities, *otherwise, *pd_type, *tick = Py_None;
+    Py_ssize_t nfields, nslots;
+    int otherwise_severity, first_match;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nO!nOO!O!OOOipO!|O:Tree", kwlist, &nfields, &PyTuple_Type, &atoms,
+                                     &nslots, &root, &PyTuple_Type, &rules, &PyTuple_Type, &verdicts, &ranks, &severities,
+                                     &otherwise, &otherwise_severity, &first_match, &PyType_Type, &pd_type, &tick))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)pd_type, &PolicyDecisionCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "decision_type must subclass PolicyDecisionCore");
+        return NULL;
+    }
+    Tree *self = (Tree *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->spec = PyTuple_Pack(5, atoms, root, rules, verdicts, otherwise);
+    self->pd_type = (PyTypeObject *)Py_NewRef(pd_type);
+    self->tick = tick == Py_None ? NULL : Py_NewRef(tick);
+    if (self->spec == NULL)
+        goto fail;
+    self->nfields = nfields;
+    self->nslots = nslots;
+    self->nrules = PyTuple_GET_SIZE(rules);
+    self->rules = rules;
+    self->rule_ints = PyTuple_New(self->nrules);
+    if (self->rule_ints == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < self->nrules; i++) {
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(self->rule_ints, i, index);
+    }
+    self->verdicts = verdicts;
+    self->otherwise = otherwise;
+    self->otherwise_verdict = PyObject_GetAttrString(otherwise, "verdict");
+    if (self->otherwise_verdict == NULL)
+        goto fail;
+    Py_DECREF(self->otherwise_verdict);  /* kept alive by `otherwise`, a frozen RuleInfo */
+    self->otherwise_severity = otherwise_severity;
+    self->first_match = first_match;
+    if (PyTuple_GET_SIZE(verdicts) != self->nrules)
+        goto bad;
+    for (Py_ssize_t i = 0; i < self->nrules; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(verdicts, i)))
+            goto bad;
+    if (int_array(ranks, self->nrules, &self->ranks) < 0 || int_array(severities, self->nrules, &self->severities) < 0)
+        goto fail;
+    self->natoms = PyTuple_GET_SIZE(atoms);
+    self->atoms = PyMem_Calloc(self->natoms ? self->natoms : 1, sizeof(AtomSpec));
+    if (self->atoms == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < self->natoms; i++)
+        if (build_atom(self, PyTuple_GET_ITEM(atoms, i), &self->atoms[i]) < 0)
+            goto fail;
+    if (build_node(self, root, &self->root) < 0)
+        goto fail;
+    return (PyObject *)self;
+bad:
+    bad_spec("rules and verdicts");
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* ---- running ---- */
+
+static inline PyObject *
+operand(PyObject *const *vals, Py_ssize_t field, PyObject *constant)
+{
+    return field >= 0 ? vals[field] : constant;
+}
+
+static int
+atom_compute(Tree *t, AtomSpec *a, PyObject *const *vals)
+{
+    for (Py_ssize_t i = 0; i < a->nguards; i++)
+        if (vals[a->guards[i]] == Py_None)
+            return FALSE3;
+    PyObject *r;
+    int b;
+    switch (a->kind) {
+    case A_TRUTH:
+        return PyObject_IsTrue(vals[a->left]);
+    case A_PRESENT:
+        return vals[a->left] != Py_None;
+    case A_COMPARE:
+        r = PyObject_RichCompare(operand(vals, a->left, a->lconst), operand(vals, a->right, a->rconst), a->op);
+        if (r == NULL)
+            return -1;
+        b = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return b;
+    case A_IN:
+    case A_NOT_IN:  /* `left in right`: right is the container */
+        b = PySequence_Contains(operand(vals, a->right, a->rconst), operand(vals, a->left, a->lconst));
+        return b < 0 ? -1 : (a->kind == A_IN ? b : !b);
+    default:
+        r = PyObject_Vectorcall(a->fn, vals, (size_t)t->nfields, NULL);
+        if (r == NULL)
+            return -1;
+        b = r == Py_None ? ERROR3 : PyObject_IsTrue(r);
+        Py_DECREF(r);
+        return b;
+    }
+}
+
+static int
+atom_value(Tree *t, Py_ssize_t at, PyObject *const *vals, signed char *memo)
+{
+    AtomSpec *a = &t->atoms[at];
+    if (a->slot >= 0 && memo[a->slot])
+        return memo[a->slot] - 1;
+    int r = atom_compute(t, a, vals);
+    if (r < 0)
+        return -1;
+    if (t->tick != NULL) {
+        PyObject *v = r == ERROR3 ? Py_None : (r ? Py_True : Py_False);
+        PyObject *out = PyObject_CallFunctionObjArgs(t->tick, a->id, v, NULL);
+        if (out == NULL)
+            return -1;
+        r = out == Py_None ? ERROR3 : PyObject_IsTrue(out);
+        Py_DECREF(out);
+        if (r < 0)
+            return -1;
+    }
+    if (a->slot >= 0)
+        memo[a->slot] = (signed char)(r + 1);
+    return r;
+}
+
+/* Three-valued: `and` is false if any operand is, else an error if any errored; `or` likewise. */
+static int
+cond_value(Tree *t, Cond *c, PyObject *const *vals, signed char *memo)
+{
+    int r, error = 0;
+    switch (c->kind) {
+    case C_ATOM:
+        return atom_value(t, c->atom, vals, memo);
+    case C_NOT:
+        r = cond_value(t, c->kids, vals, memo);
+        return r < 0 || r == ERROR3 ? r : !r;
+    case C_AND:
+        for (Py_ssize_t i = 0; i < c->n; i++) {
+            r = cond_value(t, &c->kids[i], vals, memo);
+            if (r <= 0)
+                return r;
+            error |= r == ERROR3;
+        }
+        return error ? ERROR3 : TRUE3;
+    default:
+        for (Py_ssize_t i = 0; i < c->n; i++) {
+            r = cond_value(t, &c->kids[i], vals, memo);
+            if (r < 0 || r == TRUE3)
+                return r;
+            error |= r == ERROR3;
+        }
+        return error ? ERROR3 : FALSE3;
+    }
+}
+
+/* Rule indices collected during a run: on the stack unless many rules match. */
+typedef struct {
+    Py_ssize_t n, cap, *items, stack[32];
+} Indices;
+
+static int
+indices_add(Indices *b, Py_ssize_t v)
+{
+    if (b->n == b->cap) {
+        Py_ssize_t cap = b->cap * 2;
+        Py_ssize_t *items = b->items == b->stack ? PyMem_Malloc(cap * sizeof(Py_ssize_t)) : PyMem_Realloc(b->items, cap * sizeof(Py_ssize_t));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (b->items == b->stack)
+            memcpy(items, b->stack, sizeof(b->stack));
+        b->items = items;
+        b->cap = cap;
+    }
+    b->items[b->n++] = v;
+    return 0;
+}
+
+static void
+indices_init(Indices *b)
+{
+    b->n = 0;
+    b->cap = sizeof(b->stack) / sizeof(b->stack[0]);
+    b->items = b->stack;
+}
+
+static void
+indices_free(Indices *b)
+{
+    if (b->items != b->stack)
+        PyMem_Free(b->items);
+}
+
+static int
+compare_index(const void *x, const void *y)
+{
+    Py_ssize_t a = *(const Py_ssize_t *)x, b = *(const Py_ssize_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* The indices as a tuple of ints, in file order. */
+static PyObject *
+indices_tuple(Tree *t, Indices *b, int sort)
+{
+    if (sort && b->n > 1)
+        qsort(b->items, (size_t)b->n, sizeof(Py_ssize_t), compare_index);
+    PyObject *out = PyTuple_New(b->n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < b->n; i++)
+        PyTuple_SET_ITEM(out, i, Py_NewRef(PyTuple_GET_ITEM(t->rule_ints, b->items[i])));
+    return out;
+}
+
+static int
+node_run(Tree *t, Node *node, PyObject *const *vals, signed char *memo, Indices *matched, Indices *errored)
+{
+    switch (node->kind) {
+    case N_LEAF:
+        for (Py_ssize_t i = 0; i < node->nchecks; i++) {
+            Check *check = &node->checks[i];
+            int r = check->has_cond ? cond_value(t, &check->cond, vals, memo) : TRUE3;
+            if (r < 0 || (r == TRUE3 && indices_add(matched, check->rule) < 0) || (r == ERROR3 && indices_add(errored, check->rule) < 0))
+                return -1;
+        }
+        return 0;
+    case N_DISPATCH: {
+        PyObject *v = vals[node->field];
+        Py_hash_t hash = PyObject_Hash(v);
+        if (hash == -1)
+            return -1;
+        for (size_t i = (size_t)hash & node->mask;; i = (i + 1) & node->mask) {
+            Entry *e = &node->entries[i];
+            if (e->key == NULL)
+                return 0;
+            if (e->key == v)
+                return node_run(t, &node->kids[e->kid], vals, memo, matched, errored);
+            if (e->hash == hash) {
+                int eq = PyObject_RichCompareBool(e->key, v, Py_EQ);
+                if (eq < 0)
+                    return -1;
+                if (eq)
+                    return node_run(t, &node->kids[e->kid], vals, memo, matched, errored);
+            }
+        }
+    }
+    default:
+        for (Py_ssize_t i = 0; i < node->nkids; i++)
+            if (node_run(t, &node->kids[i], vals, memo, matched, errored) < 0)
+                return -1;
+        return 0;
+    }
+}
+
+#define MEMO_ON_STACK 256
+
+/* Run the tree: the matching and the erroring rules, in tree order. */
+static int
+tree_run(Tree *t, PyObject *values, Indices *matched, Indices *errored)
+{
+    if (!PyTuple_CheckExact(values) || PyTuple_GET_SIZE(values) != t->nfields) {
+        PyErr_Format(PyExc_TypeError, "expected a tuple of %zd field values", t->nfields);
+        return -1;
+    }
+    signed char stack[MEMO_ON_STACK];
+    signed char *memo = stack;
+    if (t->nslots > MEMO_ON_STACK) {
+        memo = PyMem_Calloc((size_t)t->nslots, 1);
+        if (memo == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    else
+        memset(stack, 0, (size_t)t->nslots);
+    int r = node_run(t, &t->root, &PyTuple_GET_ITEM(values, 0), memo, matched, errored);
+    if (memo != stack)
+        PyMem_Free(memo);
+    return r;
+}
+
+/* One policy's decision: run the tree, settle the verdict (most severe, or first, matching rule). */
+static PyObject *
+tree_settle(Tree *t, PyObject *compiled, PyObject *values, int *severity)
+{
+    Indices m, e;
+    indices_init(&m);
+    indices_init(&e);
+    PyObject *matched = NULL, *errored = NULL, *out = NULL;
+    if (tree_run(t, values, &m, &e) < 0 || (matched = indices_tuple(t, &m, 1)) == NULL || (errored = indices_tuple(t, &e, 0)) == NULL)
+        goto done;
+    Py_ssize_t index = -1;
+    int best = -1;
+    for (Py_ssize_t i = 0; i < m.n; i++) {
+        int rank = t->ranks[m.items[i]];
+        if (t->first_match ? rank >= 0 : rank > best) {
+            best = rank;
+            index = m.items[i];
+            if (t->first_match)
+                break;
+        }
+    }
+    PolicyDecisionCore *pd = (PolicyDecisionCore *)t->pd_type->tp_alloc(t->pd_type, 0);
+    if (pd == NULL)
+        goto done;
+    pd->verdict = Py_NewRef(index >= 0 ? PyTuple_GET_ITEM(t->verdicts, index) : t->otherwise_verdict);
+    pd->compiled = Py_NewRef(compiled);
+    pd->values = Py_NewRef(values);
+    pd->matched = Py_NewRef(matched);
+    pd->errored = Py_NewRef(errored);
+    pd->deciding = Py_NewRef(index >= 0 ? PyTuple_GET_ITEM(t->rules, index) : t->otherwise);
+    pd->built = Py_NewRef(Py_None);
+    *severity = index >= 0 ? t->severities[index] : t->otherwise_severity;
+    out = (PyObject *)pd;
+done:
+    indices_free(&m);
+    indices_free(&e);
+    Py_XDECREF(matched);
+    Py_XDECREF(errored);
+    return out;
+}
+
+static PyObject *
+tree_match(Tree *self, PyObject *values)
+{
+    Indices m, e;
+    indices_init(&m);
+    indices_init(&e);
+    PyObject *matched = NULL, *errored = NULL, *out = NULL;
+    if (tree_run(self, values, &m, &e) == 0 && (matched = indices_tuple(self, &m, 0)) != NULL && (errored = indices_tuple(self, &e, 0)) != NULL)
+        out = PyTuple_Pack(2, matched, errored);
+    indices_free(&m);
+    indices_free(&e);
+    Py_XDECREF(matched);
+    Py_XDECREF(errored);
+    return out;
+}
+
+static PyObject *
+tree_settle_py(Tree *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "settle(compiled, values)");
+        return NULL;
+    }
+    int severity;
+    return tree_settle(self, args[0], args[1], &severity);
+}
+
+static PyMethodDef tree_methods[] = {
+    {"match", (PyCFunction)tree_match, METH_O, "match(values) -> (matching rule indices, erroring rule indices), in tree order"},
+    {"settle", (PyCFunction)(void (*)(void))tree_settle_py, METH_FASTCALL, "settle(compiled, values) -> PolicyDecision"},
+    {NULL}
+};
+
+static PyTypeObject TreeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engine._native.Tree",
+    .tp_doc = "A compiled policy's decision tree (built by engine.native.tree).",
+    .tp_basicsize = sizeof(Tree),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = tree_new,
+    .tp_dealloc = (destructor)tree_dealloc,
+    .tp_methods = tree_methods,
+    .tp_weaklistoffset = offsetof(Tree, weakreflist),
+};
+
+/* ==== evaluator ======================================================================= */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Validator *validator;
+    PyObject *trees, *compiled;  /* tuples, policy by policy */
+    PyObject *hash;
+    PyTypeObject *decision_type;
+    PyObject *empty;
+} Evaluator;
+
+static void
+evaluator_dealloc(Evaluator *self)
+{
+    Py_XDECREF(self->validator);
+    Py_XDECREF(self->trees);
+    Py_XDECREF(self->compiled);
+    Py_XDECREF(self->hash);
+    Py_XDECREF(self->decision_type);
+    Py_XDECREF(self->empty);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *evaluator_call(Evaluator *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+static PyObject *
+evaluator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"validator", "trees", "compiled", "hash", "decision_type", NULL};
+    PyObject *validator, *trees, *compiled, *hash, *decision_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!UO!:Evaluator", kwlist, &ValidatorType, &validator, &PyTuple_Type,
+                                     &trees, &PyTuple_Type, &compiled, &hash, &PyType_Type, &decision_type))
+        return NULL;
+    if (PyTuple_GET_SIZE(trees) != PyTuple_GET_SIZE(compiled) || PyTuple_GET_SIZE(trees) == 0) {
+        PyErr_SetString(PyExc_ValueError, "one tree per compiled policy, at least one");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(trees); i++)
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(trees, i), &TreeType)) {
+            PyErr_SetString(PyExc_TypeError, "trees must be Tree objects");
+            return NULL;
+        }
+    if (!PyType_IsSubtype((PyTypeObject *)decision_type, &DecisionCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "decision_type must subclass DecisionCore");
+        return NULL;
+    }
+    Evaluator *self = (Evaluator *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->validator = (Validator *)Py_NewRef(validator);
+    self->trees = Py_NewRef(trees);
+    self->compiled = Py_NewRef(compiled);
+    self->hash = Py_NewRef(hash);
+    self->decision_type = (PyTypeObject *)Py_NewRef(decision_type);
+    self->vectorcall = (vectorcallfunc)evaluator_call;
+    self->empty = PyTuple_New(0);
+    if (self->empty == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *
+evaluator_call(Evaluator *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Evaluator takes exactly one argument, the annotations");
+        return NULL;
+    }
+    PyObject *a = args[0];
+    /* the unknown enum values, as (field, value) pairs: Decision.warnings words them when read */
+    PyObject *input_warnings;
+    PyObject *values = validate_fast(self->validator, a, &input_warnings);
+    if (values == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *out = validate(self->validator, a);
+        if (out == NULL)
+            return NULL;
+        values = Py_NewRef(PyTuple_GET_ITEM(out, 0));
+        input_warnings = Py_XNewRef(PyTuple_GET_ITEM(out, 1) == Py_None ? NULL : PyTuple_GET_ITEM(out, 1));
+        Py_DECREF(out);
+    }
+    if (input_warnings == NULL)
+        input_warnings = Py_NewRef(self->empty);
+    Py_ssize_t n = PyTuple_GET_SIZE(self->trees);
+    PyObject *policies = PyTuple_New(n), *top = NULL;
+    DecisionCore *d = NULL;
+    if (policies == NULL)
+        goto done;
+    int best = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int severity;
+        PyObject *pd = tree_settle((Tree *)PyTuple_GET_ITEM(self->trees, i), PyTuple_GET_ITEM(self->compiled, i), values, &severity);
+        if (pd == NULL)
+            goto done;
+        PyTuple_SET_ITEM(policies, i, pd);
+        if (severity > best) {  /* the first, among equals */
+            best = severity;
+            top = pd;
+        }
+    }
+    d = (DecisionCore *)self->decision_type->tp_alloc(self->decision_type, 0);
+    if (d == NULL)
+        goto done;
+    d->verdict = Py_NewRef(((PolicyDecisionCore *)top)->verdict);
+    d->policies = Py_NewRef(policies);
+    d->hash = Py_NewRef(self->hash);
+    d->input_warnings = Py_NewRef(input_warnings);
+    d->top = Py_NewRef(top);
+    d->built = Py_NewRef(Py_None);
+done:
+    Py_DECREF(values);
+    Py_DECREF(input_warnings);
+    Py_XDECREF(policies);
+    return (PyObject *)d;
+}
+
+static PyTypeObject EvaluatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "engine._native.Evaluator",
+    .tp_doc = "Evaluator(validator, trees, compiled, hash, decision_type)(annotations) -> Decision",
+    .tp_basicsize = sizeof(Evaluator),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = evaluator_new,
+    .tp_dealloc = (destructor)evaluator_dealloc,
+    .tp_vectorcall_offset = offsetof(Evaluator, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+/* ==== module ========================================================================== */
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "engine._native",
+    .m_doc = "The per-decision hot path of pol: validation, decision trees, decisions.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyTypeObject *types[] = {&PolicyDecisionCoreType, &DecisionCoreType, &ValidatorType, &TreeType, &EvaluatorType};
+    const char *names[] = {"PolicyDecisionCore", "DecisionCore", "Validator", "Tree", "Evaluator"};
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0 || PyModule_AddObjectRef(m, names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    if (PyModule_AddIntConstant(m, "A_COMPARE", A_COMPARE) < 0 || PyModule_AddIntConstant(m, "A_TRUTH", A_TRUTH) < 0
+        || PyModule_AddIntConstant(m, "A_IN", A_IN) < 0 || PyModule_AddIntConstant(m, "A_NOT_IN", A_NOT_IN) < 0
+        || PyModule_AddIntConstant(m, "A_PRESENT", A_PRESENT) < 0 || PyModule_AddIntConstant(m, "A_CALL", A_CALL) < 0
+        || PyModule_AddIntConstant(m, "C_AND", C_AND) < 0 || PyModule_AddIntConstant(m, "C_OR", C_OR) < 0
+        || PyModule_AddIntConstant(m, "C_NOT", C_NOT) < 0 || PyModule_AddIntConstant(m, "C_ATOM", C_ATOM) < 0
+        || PyModule_AddIntConstant(m, "N_LEAF", N_LEAF) < 0 || PyModule_AddIntConstant(m, "N_DISPATCH", N_DISPATCH) < 0
+        || PyModule_AddIntConstant(m, "N_SEQ", N_SEQ) < 0 || PyModule_AddIntConstant(m, "K_STRING", K_STRING) < 0
+        || PyModule_AddIntConstant(m, "K_ENUM", K_ENUM) < 0 || PyModule_AddIntConstant(m, "K_INT", K_INT) < 0
+        || PyModule_AddIntConstant(m, "K_FLOAT", K_FLOAT) < 0 || PyModule_AddIntConstant(m, "K_BOOL", K_BOOL) < 0
+        || PyModule_AddIntConstant(m, "K_STRINGS_LIST", K_STRINGS_LIST) < 0
+        || PyModule_AddIntConstant(m, "K_STRINGS_SET", K_STRINGS_SET) < 0 || PyModule_AddIntConstant(m, "K_OTHER", K_OTHER) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,136 @@
+"""engine.native, the per-decision hot path: the same decisions from C, from its Python twin and from the
+per-policy path, and no crash on a bad program."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import engine
+from engine import native as _native
+from engine.evaluate import PolicyDecision
+from engine.validate import literal_value
+
+from .conftest import POLICIES, ROOT, SCHEMA, compile_ok
+
+C_ONLY = pytest.mark.skipif(_native.IMPLEMENTATION != "c", reason="checks the C extension, which is not in use")
+ENGINE_TESTS = ["tests/test_oracle.py", "tests/test_tree.py", "tests/test_decision.py", "tests/test_language_examples.py", "tests/test_fuzz_eval.py"]
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler: pip could not build the extension")
+def test_the_c_extension_is_built_and_used_where_there_is_a_compiler():
+    """`make` builds engine/_native.c with pip, and the engine uses it (unless POL_PURE_PYTHON=1 asks otherwise)."""
+    assert _native.IMPLEMENTATION == ("python" if os.environ.get("POL_PURE_PYTHON") == "1" else "c")
+
+
+@C_ONLY
+def test_the_python_twin_passes_the_engine_tests():
+    """With POL_PURE_PYTHON=1 (as without a C compiler), the oracle, tree, decision, example and hostile-input tests pass."""
+    env = {**os.environ, "POL_PURE_PYTHON": "1"}
+    probe = subprocess.run([sys.executable, "-c", "import engine.native as n; print(n.IMPLEMENTATION)"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == "python"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ENGINE_TESTS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+TWO_POLICIES = SCHEMA + '''
+policy strict for content {
+  combine first_match
+  rule young { when has author.account_age_days and author.account_age_days < 30 then intervene check(days: 30) because "young" }
+  rule offer { when intent == "offer" then remove because "offer" }
+  rule matching { when has text and text matches "(?i)cross.*border" then intervene look because "text" }
+  shadow rule per_label { when any l in labels: (l starts_with "ill") then remove because "trial" }
+}
+policy lenient for content {
+  rule ratio { when has author.account_age_days and 10 / author.account_age_days > 1 then intervene slow_down because "ratio" }
+  rule unknown_topic { when topic not in ["human_smuggling", "migration"] then allow because "other" }
+}
+'''
+
+
+def _inputs() -> list[dict]:
+    """The shipped set's test inputs and seed examples, plus some that divide by zero or name unknown enum values."""
+    ps = engine.load(POLICIES)
+    given = [literal_value(case.given) for test, _ in ps.tests for case in test.cases]
+    seeds = [json.loads(line) for line in (POLICIES / "examples" / "seed.jsonl").read_text().splitlines() if line.strip()]
+    extra = [
+        {"topic": "weapons", "intent": "offer", "confidence": 1, "author": {"account_age_days": 0}, "text": "cross the border"},
+        {"topic": "spam_new", "intent": "brand_new", "confidence": 0.5, "labels": ["illegal_border_crossing"]},
+        {"topic": "human_smuggling", "intent": "offer", "confidence": 0.8, "author": {"account_age_days": 3}, "mentions_minor": True},
+    ]
+    return given + seeds + extra
+
+
+@pytest.mark.parametrize("source", [SCHEMA + (POLICIES / "human_smuggling.pol").read_text(), TWO_POLICIES], ids=["shipped", "two_policies"])
+def test_the_c_evaluator_decides_as_the_per_policy_path(source):
+    """`evaluate(a)` (validated, decided and combined in C) equals `evaluate(a, policies=every name)` (combined in Python)."""
+    ps = compile_ok(source)
+    for item in _inputs():
+        assert ps.evaluate(item).to_dict() == ps.evaluate(item, ps.policy_names).to_dict(), item
+
+
+def test_a_tree_reports_matches_and_errors_in_file_order():
+    """`Tree.match` gives the matching rules and the rules that divided by zero; `settle` picks the first matching one."""
+    ps = compile_ok(TWO_POLICIES)
+    lenient = ps.policies["lenient"]
+    values = ps.values({"topic": "weapons", "intent": "offer", "confidence": 0.5, "author": {"account_age_days": 0}}, "content")
+    assert lenient.decide.match(values) == ((1,), (0,))
+    strict = ps.policies["strict"]
+    values = ps.values({"topic": "weapons", "intent": "offer", "confidence": 0.5, "author": {"account_age_days": 3}}, "content")
+    decided = strict.decide.settle(strict, values)
+    assert isinstance(decided, PolicyDecision) and (decided.verdict, decided.rule) == ("intervene", "young")
+    assert decided.matched == ("young", "offer")
+
+
+def _tree_args(**change) -> dict:
+    ps = compile_ok(TWO_POLICIES)
+    p = ps.policies["strict"]
+    kwargs, _ = engine.codegen.program(p, len(ps.schemas["content"].fields))
+    return {**kwargs, "decision_type": PolicyDecision, **change}
+
+
+@C_ONLY
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"root": (9, ())},
+        {"root": (_native.N_LEAF, ((99, None),))},
+        {"root": (_native.N_LEAF, ((0, (_native.C_ATOM, 999)),))},
+        {"root": (_native.N_DISPATCH, 0, {"x": 5}, ())},
+        {"root": (_native.N_LEAF, ((0, (_native.C_AND, ())),))},
+        {"atoms": ((_native.A_TRUTH, 0, 99, None, -1, None, (), None, 0, -1),)},
+        {"atoms": ((_native.A_CALL, 0, -1, None, -1, None, (), "not callable", 0, -1),)},
+        {"verdicts": ("allow",)},
+        {"ranks": (1,)},
+        {"decision_type": dict},
+    ],
+    ids=["node-kind", "rule-index", "atom-position", "dispatch-entry", "empty-and", "field-index", "call", "verdicts", "ranks", "type"],
+)
+def test_a_malformed_tree_program_is_an_error_not_a_crash(change):
+    """C checks the program Python hands it: a bad one raises ValueError or TypeError."""
+    with pytest.raises((ValueError, TypeError)):
+        _native.Tree(**_tree_args(**change))
+
+
+@C_ONLY
+def test_a_tree_refuses_values_of_the_wrong_length():
+    """Running a tree on a tuple that is not one value per field raises TypeError, never reads past it."""
+    tree = _native.Tree(**_tree_args())
+    with pytest.raises(TypeError, match="tuple of 9 field values"):
+        tree.match((1, 2))
+    with pytest.raises(TypeError):
+        tree.match([None] * 9)
+
+
+@C_ONLY
+def test_a_malformed_validator_spec_is_an_error_not_a_crash():
+    """A field spec C cannot use (no path, an unknown kind, an enum without values) raises ValueError or TypeError."""
+    for spec in [((), 0, None, False, None, False, "x"), (("x",), 99, None, False, None, False, "x"), (("x",), 1, None, False, None, False, "x"), ("x",)]:
+        with pytest.raises((ValueError, TypeError)):
+            _native.Validator((spec,), lambda a: ((), None))
