@@ -47,7 +47,7 @@ row_clear(PyObject *self, Py_ssize_t n)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *verdict, *compiled, *values, *matched, *errored, *deciding, *built;
+    PyObject *verdict, *compiled, *values, *matched, *errored, *index, *built;
 } PolicyDecisionCore;
 
 static int
@@ -73,7 +73,7 @@ pdc_dealloc(PyObject *self)
 #define PDC(name, field) {name, T_OBJECT, offsetof(PolicyDecisionCore, field), 0, NULL}
 static PyMemberDef pdc_members[] = {
     PDC("verdict", verdict), PDC("_compiled", compiled), PDC("_values", values),
-    PDC("_matched", matched), PDC("_errored", errored), PDC("_deciding", deciding),
+    PDC("_matched", matched), PDC("_errored", errored), PDC("_index", index),
     PDC("_built", built), {NULL}
 };
 
@@ -448,6 +448,12 @@ typedef struct {
     Py_ssize_t kid;
 } Entry;
 
+typedef struct {
+    PyObject *verdict;  /* borrowed from the spec */
+    int rank;           /* the verdict's severity; -1 for a shadow rule, which never decides */
+    int severity;       /* the verdict's severity, shadow or not */
+} RuleData;
+
 typedef struct Node {
     int kind;
     Py_ssize_t nchecks, nkids;
@@ -465,13 +471,8 @@ typedef struct {
     Py_ssize_t natoms, nslots, nrules, nfields;
     AtomSpec *atoms;
     Node root;
-    PyObject *rules;      /* tuple of RuleInfo */
-    PyObject *rule_ints;  /* (0, 1, ...): the indices as ints */
-    PyObject *otherwise;
-    PyObject *verdicts;   /* tuple of str, per rule */
+    RuleData *rules;      /* per rule, in one array: with thousands of rules, one cache miss, not four */
     PyObject *otherwise_verdict;
-    int *ranks;           /* severity per rule; -1 for shadow rules, which never decide */
-    int *severities;      /* severity of each rule's verdict */
     int otherwise_severity;
     int first_match;
     PyObject *tick;       /* NULL, or tick(atom_id, value) -> value: counts evaluations in tests */
@@ -690,45 +691,24 @@ tree_dealloc(Tree *self)
             PyMem_Free(self->atoms[i].guards);
         PyMem_Free(self->atoms);
     }
-    PyMem_Free(self->ranks);
-    PyMem_Free(self->severities);
+    PyMem_Free(self->rules);
     Py_XDECREF(self->spec);
-    Py_XDECREF(self->rule_ints);
     Py_XDECREF(self->tick);
     Py_XDECREF(self->pd_type);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int
-int_array(PyObject *tuple, Py_ssize_t n, int **out)
-{
-    if (!PyTuple_CheckExact(tuple) || PyTuple_GET_SIZE(tuple) != n)
-        return bad_spec("per-rule tuple");
-    *out = PyMem_Calloc(n ? n : 1, sizeof(int));
-    if (*out == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long v = PyLong_AsLong(PyTuple_GET_ITEM(tuple, i));
-        if (v == -1 && PyErr_Occurred())
-            return -1;
-        (*out)[i] = (int)v;
-    }
-    return 0;
-}
-
 static PyObject *
 tree_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fields", "atoms", "slots", "root", "rules", "verdicts", "ranks", "severities",
-                             "otherwise", "otherwise_severity", "first_match", "decision_type", "tick", NULL};
-    PyObject *atoms, *root, *rules, *verdicts, *ranks, *severities, *otherwise, *pd_type, *tick = Py_None;
+    static char *kwlist[] = {"fields", "atoms", "slots", "root", "verdicts", "ranks", "severities",
+                             "otherwise_verdict", "otherwise_severity", "first_match", "decision_type", "tick", NULL};
+    PyObject *atoms, *root, *verdicts, *ranks, *severities, *otherwise_verdict, *pd_type, *tick = Py_None;
     Py_ssize_t nfields, nslots;
     int otherwise_severity, first_match;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nO!nOO!O!OOOipO!|O:Tree", kwlist, &nfields, &PyTuple_Type, &atoms,
-                                     &nslots, &root, &PyTuple_Type, &rules, &PyTuple_Type, &verdicts, &ranks, &severities,
-                                     &otherwise, &otherwise_severity, &first_match, &PyType_Type, &pd_type, &tick))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nO!nOO!O!O!UipO!|O:Tree", kwlist, &nfields, &PyTuple_Type, &atoms, &nslots,
+                                     &root, &PyTuple_Type, &verdicts, &PyTuple_Type, &ranks, &PyTuple_Type, &severities,
+                                     &otherwise_verdict, &otherwise_severity, &first_match, &PyType_Type, &pd_type, &tick))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)pd_type, &PolicyDecisionCoreType)) {
         PyErr_SetString(PyExc_TypeError, "decision_type must subclass PolicyDecisionCore");
@@ -737,39 +717,38 @@ tree_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Tree *self = (Tree *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->spec = PyTuple_Pack(5, atoms, root, rules, verdicts, otherwise);
+    self->spec = PyTuple_Pack(4, atoms, root, verdicts, otherwise_verdict);
     self->pd_type = (PyTypeObject *)Py_NewRef(pd_type);
     self->tick = tick == Py_None ? NULL : Py_NewRef(tick);
     if (self->spec == NULL)
         goto fail;
     self->nfields = nfields;
     self->nslots = nslots;
-    self->nrules = PyTuple_GET_SIZE(rules);
-    self->rules = rules;
-    self->rule_ints = PyTuple_New(self->nrules);
-    if (self->rule_ints == NULL)
-        goto fail;
-    for (Py_ssize_t i = 0; i < self->nrules; i++) {
-        PyObject *index = PyLong_FromSsize_t(i);
-        if (index == NULL)
-            goto fail;
-        PyTuple_SET_ITEM(self->rule_ints, i, index);
-    }
-    self->verdicts = verdicts;
-    self->otherwise = otherwise;
-    self->otherwise_verdict = PyObject_GetAttrString(otherwise, "verdict");
-    if (self->otherwise_verdict == NULL)
-        goto fail;
-    Py_DECREF(self->otherwise_verdict);  /* kept alive by `otherwise`, a frozen RuleInfo */
+    self->nrules = PyTuple_GET_SIZE(verdicts);
+    self->otherwise_verdict = otherwise_verdict;
     self->otherwise_severity = otherwise_severity;
     self->first_match = first_match;
-    if (PyTuple_GET_SIZE(verdicts) != self->nrules)
-        goto bad;
-    for (Py_ssize_t i = 0; i < self->nrules; i++)
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(verdicts, i)))
-            goto bad;
-    if (int_array(ranks, self->nrules, &self->ranks) < 0 || int_array(severities, self->nrules, &self->severities) < 0)
+    if (PyTuple_GET_SIZE(ranks) != self->nrules || PyTuple_GET_SIZE(severities) != self->nrules) {
+        bad_spec("one verdict, rank and severity per rule");
         goto fail;
+    }
+    self->rules = PyMem_Calloc(self->nrules ? self->nrules : 1, sizeof(RuleData));
+    if (self->rules == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < self->nrules; i++) {
+        RuleData *r = &self->rules[i];
+        r->verdict = PyTuple_GET_ITEM(verdicts, i);
+        r->rank = (int)PyLong_AsLong(PyTuple_GET_ITEM(ranks, i));
+        r->severity = (int)PyLong_AsLong(PyTuple_GET_ITEM(severities, i));
+        if (PyErr_Occurred())
+            goto fail;
+        if (!PyUnicode_CheckExact(r->verdict)) {
+            bad_spec("verdicts");
+            goto fail;
+        }
+    }
     self->natoms = PyTuple_GET_SIZE(atoms);
     self->atoms = PyMem_Calloc(self->natoms ? self->natoms : 1, sizeof(AtomSpec));
     if (self->atoms == NULL) {
@@ -782,8 +761,6 @@ tree_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (build_node(self, root, &self->root) < 0)
         goto fail;
     return (PyObject *)self;
-bad:
-    bad_spec("rules and verdicts");
 fail:
     Py_DECREF(self);
     return NULL;
@@ -931,17 +908,24 @@ compare_index(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* The indices as a tuple of ints, in file order. */
+/* The indices as a tuple of ints, in file order. New ints rather than a table of them:
+ * with thousands of rules, a table's int is rarely in cache, and making one costs less. */
 static PyObject *
-indices_tuple(Tree *t, Indices *b, int sort)
+indices_tuple(Indices *b, int sort)
 {
     if (sort && b->n > 1)
         qsort(b->items, (size_t)b->n, sizeof(Py_ssize_t), compare_index);
     PyObject *out = PyTuple_New(b->n);
     if (out == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < b->n; i++)
-        PyTuple_SET_ITEM(out, i, Py_NewRef(PyTuple_GET_ITEM(t->rule_ints, b->items[i])));
+    for (Py_ssize_t i = 0; i < b->n; i++) {
+        PyObject *index = PyLong_FromSsize_t(b->items[i]);
+        if (index == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, index);
+    }
     return out;
 }
 
@@ -1020,12 +1004,12 @@ tree_settle(Tree *t, PyObject *compiled, PyObject *values, int *severity)
     indices_init(&m);
     indices_init(&e);
     PyObject *matched = NULL, *errored = NULL, *out = NULL;
-    if (tree_run(t, values, &m, &e) < 0 || (matched = indices_tuple(t, &m, 1)) == NULL || (errored = indices_tuple(t, &e, 0)) == NULL)
+    if (tree_run(t, values, &m, &e) < 0 || (matched = indices_tuple(&m, 1)) == NULL || (errored = indices_tuple(&e, 0)) == NULL)
         goto done;
     Py_ssize_t index = -1;
     int best = -1;
     for (Py_ssize_t i = 0; i < m.n; i++) {
-        int rank = t->ranks[m.items[i]];
+        int rank = t->rules[m.items[i]].rank;
         if (t->first_match ? rank >= 0 : rank > best) {
             best = rank;
             index = m.items[i];
@@ -1036,14 +1020,18 @@ tree_settle(Tree *t, PyObject *compiled, PyObject *values, int *severity)
     PolicyDecisionCore *pd = (PolicyDecisionCore *)t->pd_type->tp_alloc(t->pd_type, 0);
     if (pd == NULL)
         goto done;
-    pd->verdict = Py_NewRef(index >= 0 ? PyTuple_GET_ITEM(t->verdicts, index) : t->otherwise_verdict);
+    pd->verdict = Py_NewRef(index >= 0 ? t->rules[index].verdict : t->otherwise_verdict);
     pd->compiled = Py_NewRef(compiled);
     pd->values = Py_NewRef(values);
     pd->matched = Py_NewRef(matched);
     pd->errored = Py_NewRef(errored);
-    pd->deciding = Py_NewRef(index >= 0 ? PyTuple_GET_ITEM(t->rules, index) : t->otherwise);
+    pd->index = PyLong_FromSsize_t(index);  /* the rule itself is looked up when read: it is rarely in cache */
+    if (pd->index == NULL) {
+        Py_DECREF(pd);
+        goto done;
+    }
     pd->built = Py_NewRef(Py_None);
-    *severity = index >= 0 ? t->severities[index] : t->otherwise_severity;
+    *severity = index >= 0 ? t->rules[index].severity : t->otherwise_severity;
     out = (PyObject *)pd;
 done:
     indices_free(&m);
@@ -1060,7 +1048,7 @@ tree_match(Tree *self, PyObject *values)
     indices_init(&m);
     indices_init(&e);
     PyObject *matched = NULL, *errored = NULL, *out = NULL;
-    if (tree_run(self, values, &m, &e) == 0 && (matched = indices_tuple(self, &m, 0)) != NULL && (errored = indices_tuple(self, &e, 0)) != NULL)
+    if (tree_run(self, values, &m, &e) == 0 && (matched = indices_tuple(&m, 0)) != NULL && (errored = indices_tuple(&e, 0)) != NULL)
         out = PyTuple_Pack(2, matched, errored);
     indices_free(&m);
     indices_free(&e);

@@ -21,7 +21,7 @@ _UNSET = object()  # a memo slot not yet computed
 
 
 class PolicyDecisionCore:
-    __slots__ = ("_built", "_compiled", "_deciding", "_errored", "_matched", "_values", "verdict")
+    __slots__ = ("_built", "_compiled", "_errored", "_index", "_matched", "_values", "verdict")
 
 
 class DecisionCore:
@@ -42,19 +42,19 @@ class Validator:
 
 class Tree:
     __slots__ = (
-        "__weakref__", "_atoms", "_fields", "_first_match", "_otherwise", "_otherwise_severity", "_ranks", "_root", "_rules",
+        "__weakref__", "_atoms", "_fields", "_first_match", "_otherwise_severity", "_otherwise_verdict", "_ranks", "_root",
         "_severities", "_slots", "_tick", "_type", "_verdicts",
     )
 
     def __init__(
-        self, fields: int, atoms: tuple, slots: int, root: tuple, rules: tuple, verdicts: tuple, ranks: tuple, severities: tuple,
-        otherwise: object, otherwise_severity: int, first_match: bool, decision_type: type, tick: Callable | None = None,
+        self, fields: int, atoms: tuple, slots: int, root: tuple, verdicts: tuple, ranks: tuple, severities: tuple,
+        otherwise_verdict: str, otherwise_severity: int, first_match: bool, decision_type: type, tick: Callable | None = None,
     ) -> None:
         if not issubclass(decision_type, PolicyDecisionCore):
             raise TypeError("decision_type must subclass PolicyDecisionCore")
         self._fields, self._atoms, self._slots, self._root = fields, atoms, slots, root
-        self._rules, self._verdicts, self._ranks, self._severities = rules, verdicts, ranks, severities
-        self._otherwise, self._otherwise_severity, self._first_match = otherwise, otherwise_severity, first_match
+        self._verdicts, self._ranks, self._severities = verdicts, ranks, severities
+        self._otherwise_verdict, self._otherwise_severity, self._first_match = otherwise_verdict, otherwise_severity, first_match
         self._type, self._tick = decision_type, tick
 
     def _atom(self, position: int, values: tuple, memo: list) -> bool | None:
@@ -141,10 +141,9 @@ class Tree:
                 if self._first_match:
                     break
         pd = self._type.__new__(self._type)
-        pd.verdict = self._verdicts[index] if index >= 0 else self._otherwise.verdict
+        pd.verdict = self._verdicts[index] if index >= 0 else self._otherwise_verdict
         pd._compiled, pd._values, pd._matched, pd._errored = compiled, values, tuple(matched), tuple(errored)
-        pd._deciding = self._rules[index] if index >= 0 else self._otherwise
-        pd._built = None
+        pd._index, pd._built = index, None
         return pd, self._severities[index] if index >= 0 else self._otherwise_severity
 
     def settle(self, compiled: object, values: tuple) -> PolicyDecisionCore:

@@ -336,11 +336,10 @@ def program(policy: CompiledPolicy, field_count: int, memo_all: bool = False) ->
         "atoms": atoms,
         "slots": len(p.slots),
         "root": root,
-        "rules": policy.rules,
         "verdicts": tuple(r.verdict for r in policy.rules),
         "ranks": policy.ranks,
         "severities": tuple(r.severity for r in policy.rules),
-        "otherwise": policy.otherwise,
+        "otherwise_verdict": policy.otherwise.verdict,
         "otherwise_severity": policy.otherwise.severity,
         "first_match": policy.combine == "first_match",
     }

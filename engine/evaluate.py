@@ -141,11 +141,16 @@ class PolicyDecision(native.PolicyDecisionCore):
 
     The verdict and the deciding rule are settled when it is made; justifications,
     interventions and warnings are built from the same immutable inputs when first read.
-    Its storage (`verdict`, `_compiled`, `_values`, `_matched`, `_errored`, `_deciding`,
-    `_built`) is `engine.native.PolicyDecisionCore`.
+    Its storage (`verdict`, `_compiled`, `_values`, `_matched`, `_errored`, `_index` of
+    the deciding rule or -1 for `otherwise`, `_built`) is `engine.native.PolicyDecisionCore`.
     """
 
     __slots__ = ()
+
+    @property
+    def _deciding(self) -> RuleInfo:
+        index = self._index
+        return self._compiled.rules[index] if index >= 0 else self._compiled.otherwise
 
     @property
     def policy(self) -> str:

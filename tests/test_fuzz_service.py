@@ -24,6 +24,7 @@ Batches and streams of the same inputs must answer item for item as Evaluate doe
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 
@@ -35,6 +36,9 @@ grpc = pytest.importorskip("grpc")
 
 import engine  # noqa: E402
 from engine.policyset import read_files  # noqa: E402
+from google.protobuf import struct_pb2  # noqa: E402
+from google.protobuf.message import DecodeError  # noqa: E402
+from server import convert  # noqa: E402
 from server.gen.pol.v1 import policy_service_pb2 as pb  # noqa: E402
 from tests.conftest import POLICIES  # noqa: E402
 from tests.server_util import start_server  # noqa: E402
@@ -279,3 +283,50 @@ def test_wire_helpers_match_protobuf():
     expected = struct_pb2.Struct()
     expected.update(sample)
     assert made == expected
+
+
+def _decoded(decode, struct, max_depth: int) -> object:
+    from server.convert import TooDeep
+
+    try:
+        return json.dumps(decode(struct, max_depth), sort_keys=True)  # NaN, -0.0, true and 1 stay distinct
+    except TooDeep as e:
+        return ("too deep", e.limit, str(e))
+
+
+@pytest.mark.skipif(convert._decode is None, reason="server/_struct.c is not built or not in use")
+@settings(max_examples=300, **SETTINGS)
+@given(annotations=wire_hostile(), max_depth=st.integers(1, 40))
+def test_the_c_struct_decoder_reads_what_the_python_walk_reads(annotations, max_depth):
+    """server/_struct.c gives a Struct the values the Python walk gives it, and is too deep exactly when the walk is."""
+    try:
+        struct_ = struct_pb2.Struct.FromString(struct_bytes(annotations))  # parsed as the server parses a request
+    except DecodeError:
+        assume(False)  # nested past protobuf's own limit: the server never gets that far
+    assert _decoded(convert.struct_to_python, struct_, max_depth) == _decoded(convert.walk_struct, struct_, max_depth)
+
+
+def test_the_c_struct_decoder_skips_unknown_fields_of_every_wire_type():
+    """Unknown fields (groups included), which upb keeps and writes back, are skipped in a Struct, an entry, a Value and a list."""
+    if convert._decode is None:
+        pytest.skip("server/_struct.c is not built or not in use")
+    from tests.test_hostile_grpc import UNKNOWN_FIELDS
+
+    entry = field(1, b"a") + field(2, field(6, field(1, b"\x11" + struct.pack("<d", 1.5) + UNKNOWN_FIELDS) + UNKNOWN_FIELDS) + UNKNOWN_FIELDS)
+    parsed = struct_pb2.Struct.FromString(UNKNOWN_FIELDS + field(1, entry + UNKNOWN_FIELDS) + UNKNOWN_FIELDS)
+    kept = parsed.SerializeToString()  # what the server decodes
+    assert len(kept) > len(struct_bytes(convert.walk_struct(parsed, 32))), "upb dropped every unknown field: nothing is tested"
+    assert convert._decode(kept, 32, convert.TooDeep) == convert.walk_struct(parsed, 32)
+    deep_entry = field(1, field(1, b"d") + field(2, value_bytes(_deep(20, "object"))) + UNKNOWN_FIELDS)  # kept out of the map
+    parsed = struct_pb2.Struct.FromString(deep_entry + field(1, field(1, b"b") + field(2, value_bytes(True))))
+    assert convert._decode(parsed.SerializeToString(), 5, convert.TooDeep) == {"b": True} == convert.walk_struct(parsed, 5)
+
+
+def test_the_c_struct_decoder_refuses_malformed_bytes():
+    """Bytes that are not a serialised Struct (cut short, a length past the end, bad UTF-8) are a ValueError, never a crash."""
+    if convert._decode is None:
+        pytest.skip("server/_struct.c is not built or not in use")
+    good = struct_bytes({"topic": "human_smuggling", "labels": ["a", "b"], "n": 1.5})
+    for bad in (good[:-1], good[:5], b"\x0a\xff\xff\xff\xff\x0f", field(1, field(1, b"\xff\xfe")), b"\x0b", b"\x0a\x02\x12\x05"):
+        with pytest.raises(ValueError, match="malformed|utf-8"):
+            convert._decode(bad, 32, convert.TooDeep)

@@ -19,18 +19,25 @@ from engine.validate import literal_value
 from .conftest import POLICIES, ROOT, SCHEMA, compile_ok
 
 C_ONLY = pytest.mark.skipif(_native.IMPLEMENTATION != "c", reason="checks the C extension, which is not in use")
-ENGINE_TESTS = ["tests/test_oracle.py", "tests/test_tree.py", "tests/test_decision.py", "tests/test_language_examples.py", "tests/test_fuzz_eval.py"]
+ENGINE_TESTS = [
+    "tests/test_oracle.py", "tests/test_tree.py", "tests/test_decision.py", "tests/test_language_examples.py", "tests/test_fuzz_eval.py",
+    "tests/test_server.py",  # and the service, on the Python walk of a request's Struct (server/convert.py)
+]
 
 
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler: pip could not build the extension")
-def test_the_c_extension_is_built_and_used_where_there_is_a_compiler():
-    """`make` builds engine/_native.c with pip, and the engine uses it (unless POL_PURE_PYTHON=1 asks otherwise)."""
-    assert _native.IMPLEMENTATION == ("python" if os.environ.get("POL_PURE_PYTHON") == "1" else "c")
+def test_the_c_extensions_are_built_and_used_where_there_is_a_compiler():
+    """`make` builds engine/_native.c and server/_struct.c with pip, and pol uses them (unless POL_PURE_PYTHON=1 asks otherwise)."""
+    from server import convert
+
+    pure = os.environ.get("POL_PURE_PYTHON") == "1"
+    assert _native.IMPLEMENTATION == ("python" if pure else "c")
+    assert (convert._decode is None) == pure
 
 
 @C_ONLY
 def test_the_python_twin_passes_the_engine_tests():
-    """With POL_PURE_PYTHON=1 (as without a C compiler), the oracle, tree, decision, example and hostile-input tests pass."""
+    """With POL_PURE_PYTHON=1 (as without a C compiler), the oracle, tree, decision, example, hostile-input and service tests pass."""
     env = {**os.environ, "POL_PURE_PYTHON": "1"}
     probe = subprocess.run([sys.executable, "-c", "import engine.native as n; print(n.IMPLEMENTATION)"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert probe.stdout.strip() == "python"
@@ -106,7 +113,7 @@ def _tree_args(**change) -> dict:
         {"root": (_native.N_LEAF, ((0, (_native.C_AND, ())),))},
         {"atoms": ((_native.A_TRUTH, 0, 99, None, -1, None, (), None, 0, -1),)},
         {"atoms": ((_native.A_CALL, 0, -1, None, -1, None, (), "not callable", 0, -1),)},
-        {"verdicts": ("allow",)},
+        {"verdicts": (1, 2, 3, 4)},
         {"ranks": (1,)},
         {"decision_type": dict},
     ],
