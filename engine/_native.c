@@ -255,6 +255,11 @@ field_value(PyObject *a, FieldSpec *f, PyObject **warns)
             if (!overflow)
                 return Py_NewRef(v);
         }
+        else if (PyFloat_CheckExact(v)) {  /* JSON and protobuf's Struct carry every number as a double */
+            double d = PyFloat_AS_DOUBLE(v);
+            if (isfinite(d) && d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
+                return PyLong_FromDouble(d);
+        }
         return NULL;
     case K_FLOAT:
         if (PyFloat_CheckExact(v))

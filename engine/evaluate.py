@@ -247,6 +247,17 @@ class Decision(native.DecisionCore):
         """That policy's deciding rule, or "otherwise"."""
         return self._top.rule if self._top is not None else None
 
+    @property
+    def by_default(self) -> bool:
+        """Every policy decided by `otherwise`, no rule (shadow or not) matched or divided by zero, and
+        the input named no unknown enum value: such decisions by one set differ in nothing else."""
+        if self._input_warnings:
+            return False
+        for p in self.policies:
+            if p._matched or p._errored:
+                return False
+        return True
+
     justifications = _built(0, "The overall deciding justification first, then every other, policy by policy.")
     shadow = _built(1, "Every policy's matching shadow rules.")
     interventions = _built(2, "When the verdict is intervene: the interventions of every intervening policy.")

@@ -5,7 +5,8 @@ cost of a decision in the service (about 40%). Most of a response depends only o
 rule that decided: a deciding rule's verdict and names, a justification's policy,
 version, reason, citation, tags and interventions. An `Encoder` belongs to one policy
 set, encodes those parts once per rule, and per decision writes only what varies: the
-ids, the conditions with their observed values, and the warnings.
+ids, the conditions with their observed values, and the warnings. A decision that no
+rule matched (most of them) varies only in its ids: all the rest is encoded once.
 
 The bytes parse to the same message `convert.decision_response` builds (tests compare
 the two over the shipped set's test cases and random policies and inputs); fields are
@@ -135,16 +136,30 @@ class Encoder:
         self._rules: dict[int, tuple[object, tuple[bytes, bytes]]] = {}  # id(RuleInfo) -> (info, Encoder._rule's parts)
         self._interventions: dict[tuple, bytes] = {}
         self._decided: dict[int, tuple[object, bytes]] = {}  # id(RuleInfo) -> (info, its PolicyDecision entry)
+        self._by_default: dict[tuple, bytes] = {}  # the deciding policies' names -> the response after the ids
         self._request_id = ("", b"")  # the last request id and its encoding
 
     def response(self, decision: engine.Decision, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
         """The EvaluateResponse for `decision`, serialised."""
-        justifications = decision.justifications
-        top = justifications[0] if justifications else None
         last = self._request_id  # a batch's items share theirs: encoded once
         if last[0] != request_id:
             last = self._request_id = (request_id, _string(_R_REQUEST_ID, request_id))
-        parts = [last[1], _string(_R_CONTENT_ID, content_id)]
+        head = last[1] + _string(_R_CONTENT_ID, content_id)
+        if trace is None and decision.by_default:  # alike for every such input: encoded once per choice of policies
+            key = tuple([p.policy for p in decision.policies])
+            tail = self._by_default.get(key)
+            if tail is None:
+                if len(self._by_default) > 1_000:  # callers naming many different subsets of policies
+                    self._by_default.clear()
+                tail = self._by_default[key] = self._tail(decision, None)
+            return head + tail
+        return head + self._tail(decision, trace)
+
+    def _tail(self, decision: engine.Decision, trace: dict | None) -> bytes:
+        """Everything of the response after the ids."""
+        justifications = decision.justifications
+        top = justifications[0] if justifications else None
+        parts = []
         if top is not None:
             parts.append(self._rule(top)[1])
         for i in decision.interventions:
