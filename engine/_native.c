@@ -25,9 +25,10 @@
 
 /* ==== decision storage ================================================================ */
 
-/* Both are a row of object pointers after the object header, traversed and cleared alike. */
+/* Both start with a row of object pointers after the object header, `built` last, traversed
+ * and cleared alike. */
 #define ROW(self) ((PyObject **)((char *)(self) + sizeof(PyObject)))
-#define ROW_LENGTH(type) ((Py_ssize_t)((sizeof(type) - sizeof(PyObject)) / sizeof(PyObject *)))
+#define ROW_LENGTH(type) ((Py_ssize_t)((offsetof(type, built) - sizeof(PyObject)) / sizeof(PyObject *) + 1))
 
 static int
 row_traverse(PyObject *self, Py_ssize_t n, visitproc visit, void *arg)
@@ -47,7 +48,8 @@ row_clear(PyObject *self, Py_ssize_t n)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *verdict, *compiled, *values, *matched, *errored, *index, *built;
+    PyObject *verdict, *compiled, *values, *matched, *errored, *built;
+    Py_ssize_t index;  /* the deciding rule, or -1 for `otherwise`: looked up when read, as it is rarely in cache */
 } PolicyDecisionCore;
 
 static int
@@ -73,7 +75,7 @@ pdc_dealloc(PyObject *self)
 #define PDC(name, field) {name, T_OBJECT, offsetof(PolicyDecisionCore, field), 0, NULL}
 static PyMemberDef pdc_members[] = {
     PDC("verdict", verdict), PDC("_compiled", compiled), PDC("_values", values),
-    PDC("_matched", matched), PDC("_errored", errored), PDC("_index", index),
+    PDC("_matched", matched), PDC("_errored", errored), {"_index", T_PYSSIZET, offsetof(PolicyDecisionCore, index), 0, NULL},
     PDC("_built", built), {NULL}
 };
 
@@ -1030,11 +1032,7 @@ tree_settle(Tree *t, PyObject *compiled, PyObject *values, int *severity)
     pd->values = Py_NewRef(values);
     pd->matched = Py_NewRef(matched);
     pd->errored = Py_NewRef(errored);
-    pd->index = PyLong_FromSsize_t(index);  /* the rule itself is looked up when read: it is rarely in cache */
-    if (pd->index == NULL) {
-        Py_DECREF(pd);
-        goto done;
-    }
+    pd->index = index;
     pd->built = Py_NewRef(Py_None);
     *severity = index >= 0 ? t->rules[index].severity : t->otherwise_severity;
     out = (PyObject *)pd;

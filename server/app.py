@@ -49,6 +49,7 @@ from grpc_reflection.v1alpha import reflection
 
 import engine
 from engine.policyset import read_files, set_hash
+from server.convert import STRUCT_DECODER
 from server.decisionlog import DecisionLog
 from server.guard import Guard, MemoryTrim
 from server.service import SERVICE_NAME, Limits, PolicyService, add_to_server
@@ -246,7 +247,8 @@ async def _serve(options: Options, ps: engine.PolicySet, *, worker: int | None, 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = options.address.rsplit(":", 1)[0]
     log.info("serving", address=f"{host}:{port}", tls=credentials is not None, policy_set_hash=ps.hash, policies=list(ps.policy_names),
-             memory_trim=trim.active)  # logged before it is announced: whoever sees the announcement finds the line
+             memory_trim=trim.active, engine=engine.native.IMPLEMENTATION, struct_decoder=STRUCT_DECODER)
+    # logged before it is announced: whoever sees the announcement finds the line
     if ready is None:
         print(f"serving on {host}:{port}", flush=True)
     else:

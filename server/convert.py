@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2
 import engine
 from server.gen.pol.v1 import policy_service_pb2 as pb
 
-__all__ = ["TooDeep", "VERDICTS", "diagnostic_message", "policy_info", "struct_to_python"]
+__all__ = ["STRUCT_DECODER", "TooDeep", "VERDICTS", "diagnostic_message", "policy_info", "struct_to_python", "walk_struct"]
 
 VERDICTS = {"allow": pb.VERDICT_ALLOW, "intervene": pb.VERDICT_INTERVENE, "remove": pb.VERDICT_REMOVE}
 SEVERITIES = {"error": pb.SEVERITY_ERROR, "warning": pb.SEVERITY_WARNING}
@@ -46,6 +46,7 @@ if os.environ.get("POL_PURE_PYTHON") != "1":  # as engine.native: tests run the 
         from server._struct import decode as _decode
     except ImportError:  # no C compiler where pip ran
         pass
+STRUCT_DECODER = "python" if _decode is None else "c"
 
 
 # Module-level rather than closures: a closure pair made per call cost 10% of a conversion.

@@ -15,8 +15,10 @@ import engine
 from engine import native as _native
 from engine.evaluate import PolicyDecision
 from engine.validate import literal_value
+from server import convert
 
 from .conftest import POLICIES, ROOT, SCHEMA, compile_ok
+from .server_util import start_server
 
 C_ONLY = pytest.mark.skipif(_native.IMPLEMENTATION != "c", reason="checks the C extension, which is not in use")
 ENGINE_TESTS = [
@@ -28,11 +30,21 @@ ENGINE_TESTS = [
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler: pip could not build the extension")
 def test_the_c_extensions_are_built_and_used_where_there_is_a_compiler():
     """`make` builds engine/_native.c and server/_struct.c with pip, and pol uses them (unless POL_PURE_PYTHON=1 asks otherwise)."""
-    from server import convert
-
     pure = os.environ.get("POL_PURE_PYTHON") == "1"
-    assert _native.IMPLEMENTATION == ("python" if pure else "c")
-    assert (convert._decode is None) == pure
+    expected = "python" if pure else "c"
+    assert _native.IMPLEMENTATION == expected
+    assert convert.STRUCT_DECODER == expected
+
+
+def test_pol_serve_says_which_hot_path_it_runs(tmp_path):
+    """The `serving` line names the engine's and the request decoder's implementation, so an operator sees a slow build."""
+    server = start_server(tmp_path / "serve.log")
+    try:
+        serving = [json.loads(line) for line in server.log_lines() if line.startswith("{") and '"event": "serving"' in line]
+    finally:
+        server.stop()
+    assert serving, "no serving line"
+    assert {(e["engine"], e["struct_decoder"]) for e in serving} == {(_native.IMPLEMENTATION, convert.STRUCT_DECODER)}  # each worker's
 
 
 @C_ONLY
