@@ -1,6 +1,6 @@
 """Codegen: a compiled policy's decision tree as a program for `engine.native.Tree`.
 
-The tree's nodes become nested tuples C walks: a dispatch is one dict lookup, a leaf
+The tree's nodes become nested tuples C walks: a dispatch is one hash lookup, a leaf
 lists its rules with their remaining conditions in three-valued logic. The usual atoms
 (a field compared with a literal, membership, `has`) are evaluated by C with Python's
 own operators; every other atom becomes a generated Python function of the field values.
@@ -349,8 +349,8 @@ def program(policy: CompiledPolicy, field_count: int, memo_all: bool = False) ->
 def atom_function(policy: CompiledPolicy, atom: Atom, field_count: int) -> Callable[..., bool | None]:
     """One atom as a function of the field values: True, False, or None (division by zero).
 
-    The same code the decide function inlines, so an explanation reports exactly the
-    truth values the decision used.
+    The same code the tree runs for atoms it calls, and the same operators C applies to
+    the others, so an explanation reports exactly the truth values the decision used.
     """
     gen = _Gen(policy, field_count)
     params = ", ".join(f"v{i}" for i in range(field_count))

@@ -302,7 +302,7 @@ class Decision(native.DecisionCore):
 
 
 def make_tree(policy: CompiledPolicy, field_count: int, tick: Callable[[int, object], object] | None = None) -> native.Tree:
-    """`policy`'s decision tree, run by C.
+    """`policy`'s decision tree, run by `engine.native` (C, or its Python twin).
 
     With `tick`, every atom is memoised and reported to `tick(atom_id, value)` when it
     is computed: tests count evaluations through it.
@@ -317,7 +317,7 @@ def decide_policy(policy: CompiledPolicy, values: tuple) -> PolicyDecision:
 
 
 def evaluator(validator: native.Validator, policies: tuple[CompiledPolicy, ...], policy_set_hash: str) -> native.Evaluator:
-    """annotations -> Decision of every policy in `policies` (all of one schema), in C but for the slow paths."""
+    """annotations -> Decision of every policy in `policies` (all of one schema), in one call to `engine.native`."""
     return native.Evaluator(validator, tuple(p.decide for p in policies), policies, policy_set_hash, Decision)
 
 
