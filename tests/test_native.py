@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import engine
-from engine import native as _native
+from engine import native
 from engine.evaluate import PolicyDecision
 from engine.validate import literal_value
 from server import convert
@@ -20,7 +20,7 @@ from server import convert
 from .conftest import POLICIES, ROOT, SCHEMA, compile_ok
 from .server_util import start_server
 
-C_ONLY = pytest.mark.skipif(_native.IMPLEMENTATION != "c", reason="checks the C extension, which is not in use")
+C_ONLY = pytest.mark.skipif(native.IMPLEMENTATION != "c", reason="checks the C extension, which is not in use")
 ENGINE_TESTS = [
     "tests/test_oracle.py", "tests/test_tree.py", "tests/test_decision.py", "tests/test_language_examples.py", "tests/test_fuzz_eval.py",
     "tests/test_server.py",  # and the service, on the Python walk of a request's Struct (server/convert.py)
@@ -29,10 +29,10 @@ ENGINE_TESTS = [
 
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler: pip could not build the extension")
 def test_the_c_extensions_are_built_and_used_where_there_is_a_compiler():
-    """`make` builds engine/_native.c and server/_struct.c with pip, and pol uses them (unless POL_PURE_PYTHON=1 asks otherwise)."""
+    """`make` builds engine/native.c and server/_struct.c with pip, and pol uses them (unless POL_PURE_PYTHON=1 asks otherwise)."""
     pure = os.environ.get("POL_PURE_PYTHON") == "1"
     expected = "python" if pure else "c"
-    assert _native.IMPLEMENTATION == expected
+    assert native.IMPLEMENTATION == expected
     assert convert.STRUCT_DECODER == expected
 
 
@@ -44,7 +44,7 @@ def test_pol_serve_says_which_hot_path_it_runs(tmp_path):
     finally:
         server.stop()
     assert serving, "no serving line"
-    assert {(e["engine"], e["struct_decoder"]) for e in serving} == {(_native.IMPLEMENTATION, convert.STRUCT_DECODER)}  # each worker's
+    assert {(e["engine"], e["struct_decoder"]) for e in serving} == {(native.IMPLEMENTATION, convert.STRUCT_DECODER)}  # each worker's
 
 
 @C_ONLY
@@ -57,6 +57,7 @@ def test_the_python_twin_passes_the_engine_tests():
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ENGINE_TESTS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
 
 TWO_POLICIES = SCHEMA + '''
 policy strict for content {
@@ -119,12 +120,12 @@ def _tree_args(**change) -> dict:
     "change",
     [
         {"root": (9, ())},
-        {"root": (_native.N_LEAF, ((99, None),))},
-        {"root": (_native.N_LEAF, ((0, (_native.C_ATOM, 999)),))},
-        {"root": (_native.N_DISPATCH, 0, {"x": 5}, ())},
-        {"root": (_native.N_LEAF, ((0, (_native.C_AND, ())),))},
-        {"atoms": ((_native.A_TRUTH, 0, 99, None, -1, None, (), None, 0, -1),)},
-        {"atoms": ((_native.A_CALL, 0, -1, None, -1, None, (), "not callable", 0, -1),)},
+        {"root": (native.N_LEAF, ((99, None),))},
+        {"root": (native.N_LEAF, ((0, (native.C_ATOM, 999)),))},
+        {"root": (native.N_DISPATCH, 0, {"x": 5}, ())},
+        {"root": (native.N_LEAF, ((0, (native.C_AND, ())),))},
+        {"atoms": ((native.A_TRUTH, 0, 99, None, -1, None, (), None, 0, -1),)},
+        {"atoms": ((native.A_CALL, 0, -1, None, -1, None, (), "not callable", 0, -1),)},
         {"verdicts": (1, 2, 3, 4)},
         {"ranks": (1,)},
         {"decision_type": dict},
@@ -134,13 +135,13 @@ def _tree_args(**change) -> dict:
 def test_a_malformed_tree_program_is_an_error_not_a_crash(change):
     """C checks the program Python hands it: a bad one raises ValueError or TypeError."""
     with pytest.raises((ValueError, TypeError)):
-        _native.Tree(**_tree_args(**change))
+        native.Tree(**_tree_args(**change))
 
 
 @C_ONLY
 def test_a_tree_refuses_values_of_the_wrong_length():
     """Running a tree on a tuple that is not one value per field raises TypeError, never reads past it."""
-    tree = _native.Tree(**_tree_args())
+    tree = native.Tree(**_tree_args())
     with pytest.raises(TypeError, match="tuple of 9 field values"):
         tree.match((1, 2))
     with pytest.raises(TypeError):
@@ -152,4 +153,4 @@ def test_a_malformed_validator_spec_is_an_error_not_a_crash():
     """A field spec C cannot use (no path, an unknown kind, an enum without values) raises ValueError or TypeError."""
     for spec in [((), 0, None, False, None, False, "x"), (("x",), 99, None, False, None, False, "x"), (("x",), 1, None, False, None, False, "x"), ("x",)]:
         with pytest.raises((ValueError, TypeError)):
-            _native.Validator((spec,), lambda a: ((), None))
+            native.Validator((spec,), lambda a: ((), None))
