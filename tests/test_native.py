@@ -10,15 +10,22 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import engine
-from engine import native
+from engine import _purepy, native
 from engine.evaluate import PolicyDecision
 from engine.validate import literal_value
 from server import convert
 
 from .conftest import POLICIES, ROOT, SCHEMA, compile_ok
 from .server_util import start_server
+from .strategies import PolicyCase, policy_cases
+
+try:
+    from engine import _native as _c
+except ImportError:  # not built: the tests that need it are skipped
+    _c = None
 
 C_ONLY = pytest.mark.skipif(native.IMPLEMENTATION != "c", reason="checks the C extension, which is not in use")
 ENGINE_TESTS = [
@@ -154,3 +161,28 @@ def test_a_malformed_validator_spec_is_an_error_not_a_crash():
     for spec in [((), 0, None, False, None, False, "x"), (("x",), 99, None, False, None, False, "x"), (("x",), 1, None, False, None, False, "x"), ("x",)]:
         with pytest.raises((ValueError, TypeError)):
             native.Validator((spec,), lambda a: ((), None))
+
+
+@C_ONLY
+@settings(max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(case=policy_cases(inputs=8))
+def test_the_c_tree_and_its_python_twin_agree_on_random_policies(case: PolicyCase):
+    """The same program, run by engine/_native.c and by engine/_purepy.py: the same matches, errors and deciding rule."""
+    ps = compile_ok(**case.files)
+    for p in ps.policies.values():
+        fields = len(ps.schemas[p.schema].fields)
+        kwargs, _ = engine.codegen.program(p, fields)
+        trees = [impl.Tree(**kwargs, decision_type=decision_type) for impl, decision_type in ((_c, PolicyDecision), (_purepy, _TwinDecision))]
+        for annotations, _ in case.inputs:
+            try:
+                values = ps.values(annotations, p.schema)
+            except engine.InputError:
+                continue
+            c, twin = (tree.match(values) for tree in trees)
+            assert c == twin, annotations
+            (c, twin) = ((d.verdict, d._index, d._matched, d._errored) for d in (tree.settle(p, values) for tree in trees))
+            assert c == twin, annotations
+
+
+class _TwinDecision(_purepy.PolicyDecisionCore):
+    __slots__ = ()
