@@ -173,15 +173,15 @@ def test_the_c_tree_and_its_python_twin_agree_on_random_policies(case: PolicyCas
         fields = len(ps.schemas[p.schema].fields)
         kwargs, _ = engine.codegen.program(p, fields)
         trees = [impl.Tree(**kwargs, decision_type=decision_type) for impl, decision_type in ((_c, PolicyDecision), (_purepy, _TwinDecision))]
-        for annotations, _ in case.inputs:
+        for item, _ in case.inputs:
             try:
-                values = ps.values(annotations, p.schema)
+                values = ps.values(item, p.schema)
             except engine.InputError:
                 continue
             c, twin = (tree.match(values) for tree in trees)
-            assert c == twin, annotations
-            (c, twin) = ((d.verdict, d._index, d._matched, d._errored) for d in (tree.settle(p, values) for tree in trees))
-            assert c == twin, annotations
+            assert c == twin, item
+            c, twin = ((d.verdict, d._index, d._matched, d._errored) for d in (tree.settle(p, values) for tree in trees))
+            assert c == twin, item
 
 
 class _TwinDecision(_purepy.PolicyDecisionCore):
