@@ -1,8 +1,9 @@
 """engine._native in Python, for a machine where pip could not build the C extension.
 
 The same types, taking the same arguments and giving the same answers as
-engine/_native.c, only slower. `make test` runs the engine's decision tests on this
-module too (tests/test_native.py), so the two cannot drift apart.
+engine/_native.c, only slower. tests/test_native.py runs both on the same random
+programs, and runs the engine's decision and service tests on this one too, so the two
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ class Validator:
 
 
 class Tree:
+    """The program compiled once into nested closures, each node and atom a function: a walk
+    over the tuples on every decision cost three times as much."""
+
     __slots__ = (
-        "__weakref__", "_atoms", "_fields", "_first_match", "_otherwise_severity", "_otherwise_verdict", "_ranks", "_root",
-        "_severities", "_slots", "_tick", "_type", "_verdicts",
+        "__weakref__", "_fields", "_first_match", "_otherwise_severity", "_otherwise_verdict", "_ranks", "_run", "_severities",
+        "_slots", "_type", "_verdicts",
     )
 
     def __init__(
@@ -52,78 +56,19 @@ class Tree:
     ) -> None:
         if not issubclass(decision_type, PolicyDecisionCore):
             raise TypeError("decision_type must subclass PolicyDecisionCore")
-        self._fields, self._atoms, self._slots, self._root = fields, atoms, slots, root
+        self._fields, self._slots = fields, slots
         self._verdicts, self._ranks, self._severities = verdicts, ranks, severities
         self._otherwise_verdict, self._otherwise_severity, self._first_match = otherwise_verdict, otherwise_severity, first_match
-        self._type, self._tick = decision_type, tick
-
-    def _atom(self, position: int, values: tuple, memo: list) -> bool | None:
-        kind, op, left, lconst, right, rconst, guards, fn, atom_id, slot = self._atoms[position]
-        if slot >= 0 and memo[slot] is not _UNSET:
-            return memo[slot]
-        if any(values[g] is None for g in guards):
-            result: bool | None = False
-        elif kind == A_TRUTH:
-            result = bool(values[left])
-        elif kind == A_PRESENT:
-            result = values[left] is not None
-        elif kind == A_COMPARE:
-            a = values[left] if left >= 0 else lconst
-            b = values[right] if right >= 0 else rconst
-            result = bool(_COMPARE[op](a, b))
-        elif kind in (A_IN, A_NOT_IN):
-            found = (values[left] if left >= 0 else lconst) in (values[right] if right >= 0 else rconst)
-            result = found if kind == A_IN else not found
-        else:
-            out = fn(*values)
-            result = _ERROR if out is None else bool(out)
-        if self._tick is not None:
-            out = self._tick(atom_id, result)
-            result = _ERROR if out is None else bool(out)
-        if slot >= 0:
-            memo[slot] = result
-        return result
-
-    def _condition(self, c: tuple, values: tuple, memo: list) -> bool | None:
-        kind, arg = c
-        if kind == C_ATOM:
-            return self._atom(arg, values, memo)
-        if kind == C_NOT:
-            r = self._condition(arg, values, memo)
-            return _ERROR if r is _ERROR else not r
-        error = False
-        for kid in arg:
-            r = self._condition(kid, values, memo)
-            if r is _ERROR:
-                error = True
-            elif r is (kind == C_OR):  # true settles `or`, false settles `and`
-                return r
-        return _ERROR if error else kind == C_AND
-
-    def _run(self, node: tuple, values: tuple, memo: list, matched: list, errored: list) -> None:
-        kind = node[0]
-        if kind == N_LEAF:
-            for rule, cond in node[1]:
-                r = True if cond is None else self._condition(cond, values, memo)
-                if r is True:
-                    matched.append(rule)
-                elif r is _ERROR:
-                    errored.append(rule)
-        elif kind == N_DISPATCH:
-            hit = node[2].get(values[node[1]])
-            if hit is not None:
-                self._run(node[3][hit], values, memo, matched, errored)
-        else:
-            for kid in node[1]:
-                self._run(kid, values, memo, matched, errored)
+        self._type = decision_type
+        compiled_atoms = [_atom(spec, tick) for spec in atoms]
+        self._run = _node(root, compiled_atoms)
 
     def _match(self, values: tuple) -> tuple[list, list]:
         if type(values) is not tuple or len(values) != self._fields:
             raise TypeError(f"expected a tuple of {self._fields} field values")
-        memo = [_UNSET] * self._slots
         matched: list = []
         errored: list = []
-        self._run(self._root, values, memo, matched, errored)
+        self._run(values, [_UNSET] * self._slots, matched, errored)
         return matched, errored
 
     def match(self, values: tuple) -> tuple[tuple, tuple]:
@@ -148,6 +93,113 @@ class Tree:
 
     def settle(self, compiled: object, values: tuple) -> PolicyDecisionCore:
         return self._settle(compiled, values)[0]
+
+
+def _atom(spec: tuple, tick: Callable | None) -> Callable[[tuple, list], bool | None]:
+    """One atom as a function of (values, memo): True, False, or None for a division by zero."""
+    kind, op, left, lconst, right, rconst, guards, fn, atom_id, slot = spec
+    if kind == A_TRUTH:
+        compute = lambda v: bool(v[left])
+    elif kind == A_PRESENT:
+        compute = lambda v: v[left] is not None
+    elif kind == A_COMPARE:
+        compare = _COMPARE[op]
+        if left >= 0 and right < 0:  # the usual shape: a field and a literal
+            compute = lambda v: bool(compare(v[left], rconst))
+        else:
+            compute = lambda v: bool(compare(v[left] if left >= 0 else lconst, v[right] if right >= 0 else rconst))
+    elif kind in (A_IN, A_NOT_IN):
+        wanted = kind == A_IN
+        if left >= 0 and right < 0:  # a field in a list literal
+            compute = lambda v: (v[left] in rconst) is wanted
+        elif left < 0 and right >= 0:  # a literal in a collection field
+            compute = lambda v: (lconst in v[right]) is wanted
+        else:
+            compute = lambda v: ((v[left] if left >= 0 else lconst) in (v[right] if right >= 0 else rconst)) is wanted
+    else:
+        def compute(v: tuple) -> bool | None:
+            out = fn(*v)
+            return _ERROR if out is None else bool(out)
+    if guards:  # an absent optional field it reads makes it false
+        unguarded = compute
+        if len(guards) == 1:
+            (guard,) = guards
+            compute = lambda v: False if v[guard] is None else unguarded(v)
+        else:
+            compute = lambda v: False if any(v[g] is None for g in guards) else unguarded(v)
+    if tick is not None:
+        untold = compute
+
+        def compute(v: tuple) -> bool | None:
+            out = tick(atom_id, untold(v))
+            return _ERROR if out is None else bool(out)
+    if slot < 0:
+        return lambda v, memo: compute(v)
+
+    def memoised(v: tuple, memo: list) -> bool | None:
+        value = memo[slot]
+        if value is _UNSET:
+            value = memo[slot] = compute(v)
+        return value
+
+    return memoised
+
+
+def _condition(c: tuple, atoms: list) -> Callable[[tuple, list], bool | None]:
+    """A condition in three-valued logic as a function of (values, memo)."""
+    kind, arg = c
+    if kind == C_ATOM:
+        return atoms[arg]
+    if kind == C_NOT:
+        operand = _condition(arg, atoms)
+        return lambda v, memo: _ERROR if (r := operand(v, memo)) is _ERROR else not r
+    operands = [_condition(kid, atoms) for kid in arg]
+    settles = kind == C_OR  # true settles `or`, false settles `and`
+
+    def combined(v: tuple, memo: list) -> bool | None:
+        error = False
+        for operand in operands:
+            r = operand(v, memo)
+            if r is settles:
+                return r
+            if r is _ERROR:
+                error = True
+        return _ERROR if error else not settles
+
+    return combined
+
+
+def _node(node: tuple, atoms: list) -> Callable[[tuple, list, list, list], None]:
+    """A node as a function of (values, memo, matched, errored) that adds its rules to the lists."""
+    kind = node[0]
+    if kind == N_LEAF:
+        checks = [(rule, None if cond is None else _condition(cond, atoms)) for rule, cond in node[1]]
+
+        def leaf(v: tuple, memo: list, matched: list, errored: list) -> None:
+            for rule, condition in checks:
+                r = True if condition is None else condition(v, memo)
+                if r is True:
+                    matched.append(rule)
+                elif r is _ERROR:
+                    errored.append(rule)
+
+        return leaf
+    if kind == N_DISPATCH:
+        field, table, kids = node[1], node[2], [_node(kid, atoms) for kid in node[3]]
+
+        def dispatch(v: tuple, memo: list, matched: list, errored: list) -> None:
+            hit = table.get(v[field])
+            if hit is not None:
+                kids[hit](v, memo, matched, errored)
+
+        return dispatch
+    kids = [_node(kid, atoms) for kid in node[1]]
+
+    def seq(v: tuple, memo: list, matched: list, errored: list) -> None:
+        for kid in kids:
+            kid(v, memo, matched, errored)
+
+    return seq
 
 
 class Evaluator:

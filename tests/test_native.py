@@ -186,3 +186,16 @@ def test_the_c_tree_and_its_python_twin_agree_on_random_policies(case: PolicyCas
 
 class _TwinDecision(_purepy.PolicyDecisionCore):
     __slots__ = ()
+
+
+@C_ONLY
+def test_atoms_of_two_literals_are_evaluated_as_written_by_both_implementations():
+    """`1 < 2` and `"a" in ["a", "b"]` read no field: neither implementation may take a literal's -1 for a field's index."""
+    ps = compile_ok('schema s { topic: enum("a", "b") n: int }\npolicy p for s {\n'
+                    '  rule r { when 1 < 2 and "a" in ["a", "b"] and n > 0 then remove because "x" }\n'
+                    '  rule q { when 2 < 1 or "c" in ["a", "b"] then intervene look because "never" }\n}\n')
+    p = ps.policies["p"]
+    kwargs, _ = engine.codegen.program(p, 2)
+    values = ps.values({"topic": "b", "n": 1}, "s")
+    assert _c.Tree(**kwargs, decision_type=PolicyDecision).match(values) == ((0,), ())
+    assert _purepy.Tree(**kwargs, decision_type=_TwinDecision).match(values) == ((0,), ())
