@@ -25,50 +25,51 @@
 
 /* ==== decision storage ================================================================ */
 
-/* Both start with a row of object pointers after the object header, `built` last, traversed
- * and cleared alike. */
-#define ROW(self) ((PyObject **)((char *)(self) + sizeof(PyObject)))
-#define ROW_LENGTH(type) ((Py_ssize_t)((offsetof(type, built) - sizeof(PyObject)) / sizeof(PyObject *) + 1))
-
-static int
-row_traverse(PyObject *self, Py_ssize_t n, visitproc visit, void *arg)
-{
-    for (Py_ssize_t i = 0; i < n; i++)
-        Py_VISIT(ROW(self)[i]);
-    return 0;
-}
-
-static int
-row_clear(PyObject *self, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; i < n; i++)
-        Py_CLEAR(ROW(self)[i]);
-    return 0;
-}
-
 typedef struct {
     PyObject_HEAD
     PyObject *verdict, *compiled, *values, *matched, *errored, *built;
     Py_ssize_t index;  /* the deciding rule, or -1 for `otherwise`: looked up when read, as it is rarely in cache */
 } PolicyDecisionCore;
 
-static int
-pdc_traverse(PyObject *self, visitproc visit, void *arg)
+typedef struct {
+    PyObject_HEAD
+    PyObject *verdict, *policies, *hash, *input_warnings, *top, *built;
+} DecisionCore;
+
+/* Both start with a row of object pointers after the object header, `built` last: one set of
+ * functions traverses, clears and frees either. */
+#define ROW(self) ((PyObject **)((char *)(self) + sizeof(PyObject)))
+#define ROW_LENGTH(type) ((Py_ssize_t)((offsetof(type, built) - sizeof(PyObject)) / sizeof(PyObject *) + 1))
+
+static PyTypeObject PolicyDecisionCoreType;
+
+static Py_ssize_t
+row_length(PyObject *self)
 {
-    return row_traverse(self, ROW_LENGTH(PolicyDecisionCore), visit, arg);
+    return PyObject_TypeCheck(self, &PolicyDecisionCoreType) ? ROW_LENGTH(PolicyDecisionCore) : ROW_LENGTH(DecisionCore);
 }
 
 static int
-pdc_clear(PyObject *self)
+row_traverse(PyObject *self, visitproc visit, void *arg)
 {
-    return row_clear(self, ROW_LENGTH(PolicyDecisionCore));
+    for (Py_ssize_t i = 0, n = row_length(self); i < n; i++)
+        Py_VISIT(ROW(self)[i]);
+    return 0;
+}
+
+static int
+row_clear(PyObject *self)
+{
+    for (Py_ssize_t i = 0, n = row_length(self); i < n; i++)
+        Py_CLEAR(ROW(self)[i]);
+    return 0;
 }
 
 static void
-pdc_dealloc(PyObject *self)
+row_dealloc(PyObject *self)
 {
     PyObject_GC_UnTrack(self);
-    pdc_clear(self);
+    row_clear(self);
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -86,36 +87,11 @@ static PyTypeObject PolicyDecisionCoreType = {
     .tp_basicsize = sizeof(PolicyDecisionCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
-    .tp_dealloc = (destructor)pdc_dealloc,
-    .tp_traverse = (traverseproc)pdc_traverse,
-    .tp_clear = (inquiry)pdc_clear,
+    .tp_dealloc = row_dealloc,
+    .tp_traverse = row_traverse,
+    .tp_clear = row_clear,
     .tp_members = pdc_members,
 };
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *verdict, *policies, *hash, *input_warnings, *top, *built;
-} DecisionCore;
-
-static int
-dc_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    return row_traverse(self, ROW_LENGTH(DecisionCore), visit, arg);
-}
-
-static int
-dc_clear(PyObject *self)
-{
-    return row_clear(self, ROW_LENGTH(DecisionCore));
-}
-
-static void
-dc_dealloc(PyObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    dc_clear(self);
-    Py_TYPE(self)->tp_free(self);
-}
 
 #define DC(name, field) {name, T_OBJECT, offsetof(DecisionCore, field), 0, NULL}
 static PyMemberDef dc_members[] = {
@@ -130,9 +106,9 @@ static PyTypeObject DecisionCoreType = {
     .tp_basicsize = sizeof(DecisionCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
-    .tp_dealloc = (destructor)dc_dealloc,
-    .tp_traverse = (traverseproc)dc_traverse,
-    .tp_clear = (inquiry)dc_clear,
+    .tp_dealloc = row_dealloc,
+    .tp_traverse = row_traverse,
+    .tp_clear = row_clear,
     .tp_members = dc_members,
 };
 
