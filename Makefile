@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run demo test bench proto lint-proto clean
 
-$(STAMP): pyproject.toml engine/_native.c server/_struct.c
+$(STAMP): pyproject.toml engine/_native.c server/_wire.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

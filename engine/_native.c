@@ -99,6 +99,72 @@ static PyMemberDef dc_members[] = {
     DC("_input_warnings", input_warnings), DC("_top", top), DC("_built", built), {NULL}
 };
 
+/* What a decision's justification depends on beside its values and unknown enum values:
+ * ((policy name, deciding rule index, matched, errored), ...) per policy; None when its
+ * policies read different schemas (so different values). */
+static PyObject *
+dc_shape(DecisionCore *self, void *closure)
+{
+    static PyObject *name_str = NULL;
+    if (name_str == NULL && (name_str = PyUnicode_InternFromString("name")) == NULL)
+        return NULL;
+    if (!PyTuple_Check(self->policies)) {
+        PyErr_SetString(PyExc_TypeError, "Decision.policies must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(self->policies);
+    PyObject *shape = PyTuple_New(n);
+    if (shape == NULL)
+        return NULL;
+    PyObject *values = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(self->policies, i);
+        if (!PyObject_TypeCheck(item, &PolicyDecisionCoreType)) {
+            PyErr_SetString(PyExc_TypeError, "Decision.policies must hold PolicyDecisions");
+            goto fail;
+        }
+        PolicyDecisionCore *pd = (PolicyDecisionCore *)item;
+        if (i == 0)
+            values = pd->values;
+        else if (pd->values != values) {
+            Py_DECREF(shape);
+            Py_RETURN_NONE;
+        }
+        PyObject *name = PyObject_GetAttr(pd->compiled, name_str);
+        PyObject *index = name == NULL ? NULL : PyLong_FromSsize_t(pd->index);
+        PyObject *entry = index == NULL ? NULL : PyTuple_Pack(4, name, index, pd->matched ? pd->matched : Py_None, pd->errored ? pd->errored : Py_None);
+        Py_XDECREF(name);
+        Py_XDECREF(index);
+        if (entry == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(shape, i, entry);
+    }
+    return shape;
+fail:
+    Py_DECREF(shape);
+    return NULL;
+}
+
+static PyObject *
+dc_values(DecisionCore *self, void *closure)
+{
+    if (PyTuple_Check(self->policies) && PyTuple_GET_SIZE(self->policies) > 0) {
+        PyObject *pd = PyTuple_GET_ITEM(self->policies, 0);
+        if (PyObject_TypeCheck(pd, &PolicyDecisionCoreType) && ((PolicyDecisionCore *)pd)->values != NULL)
+            return Py_NewRef(((PolicyDecisionCore *)pd)->values);
+    }
+    return PyTuple_New(0);
+}
+
+static PyGetSetDef dc_getset[] = {
+    {"shape", (getter)dc_shape, NULL,
+     "All a decision's justification depends on beside `values` and `input_warnings`: decisions of one set with "
+     "equal shapes differ only in the values their conditions observed and the unknown enum values they name. "
+     "None when its policies read different schemas.", NULL},
+    {"values", (getter)dc_values, NULL, "The validated input its (first) policy decided on, indexed by `FieldRef.index`.", NULL},
+    {NULL}
+};
+
 static PyTypeObject DecisionCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "engine._native.DecisionCore",
@@ -110,6 +176,7 @@ static PyTypeObject DecisionCoreType = {
     .tp_traverse = row_traverse,
     .tp_clear = row_clear,
     .tp_members = dc_members,
+    .tp_getset = dc_getset,
 };
 
 /* ==== validator ======================================================================= */

@@ -28,6 +28,24 @@ class PolicyDecisionCore:
 class DecisionCore:
     __slots__ = ("_built", "_input_warnings", "_top", "policies", "policy_set_hash", "verdict")
 
+    @property
+    def shape(self) -> tuple | None:
+        """All a decision's justification depends on beside `values` and `input_warnings`: decisions of one set with
+        equal shapes differ only in the values their conditions observed and the unknown enum values they name.
+        None when its policies read different schemas."""
+        values = self.values
+        shape = []
+        for p in self.policies:
+            if p._values is not values:
+                return None
+            shape.append((p._compiled.name, p._index, p._matched, p._errored))
+        return tuple(shape)
+
+    @property
+    def values(self) -> tuple:
+        """The validated input its (first) policy decided on, indexed by `FieldRef.index`."""
+        return self.policies[0]._values if self.policies else ()
+
 
 class Validator:
     """Only the generated Python validator: C's fast path gives the same answers, faster."""

@@ -96,6 +96,8 @@ class RuleInfo:
     tags: tuple[str, ...]
     condition: IR  # resolved; atoms appear as themselves
     span: Span = dataclasses.field(compare=False, hash=False, repr=False)
+    # What a match shows (its atoms, and whether each held) when no value can change it; None when one can
+    shown: tuple[tuple[Atom, bool], ...] | None = dataclasses.field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def severity(self) -> int:
@@ -147,6 +149,30 @@ class CompiledPolicy:
     source: str = ""  # the Python generated for the atoms C does not evaluate itself
     decide: object = None  # set by evaluate.make_tree: the engine.native.Tree of `tree`
     atom_functions: dict = dataclasses.field(default_factory=dict, repr=False)  # atom id -> (*values) -> bool | None
+
+
+def shown_when_matched(condition: IR) -> tuple[tuple[Atom, bool], ...] | None:
+    """The atoms `evaluate.explain` shows for a match of `condition`, with their truth, if the same for every match.
+
+    A match makes the condition true, which settles every operand of an `and` (true) and of
+    an `or` under a `not` (false); only a true `or` (or a false `and`) shows whichever operand
+    settled it, which depends on the values: then None.
+    """
+    out = []
+    stack = [(condition, True)]
+    while stack:
+        e, value = stack.pop()
+        if isinstance(e, ast.BoolOp):
+            if value is (e.op == "or"):
+                return None
+            stack.extend((c, value) for c in reversed(e.operands))
+        elif isinstance(e, ast.Not):
+            stack.append((e.operand, not value))
+        elif isinstance(e, Atom):
+            out.append((e, value))
+        else:
+            return None
+    return tuple(out)
 
 
 def atoms_in(e) -> list[Atom]:
@@ -382,6 +408,7 @@ def compile_policy(cp: CheckedPolicy) -> CompiledPolicy:
                 tags=r.tags,
                 condition=condition,
                 span=r.span,
+                shown=shown_when_matched(condition),
             )
         )
         tree_input.append((i, _conjuncts(condition), r.span))
@@ -397,6 +424,7 @@ def compile_policy(cp: CheckedPolicy) -> CompiledPolicy:
         tags=(),
         condition=ast.Literal(True, "bool"),
         span=ow.span if ow else p.name_span,
+        shown=(),
     )
     fields = {f.index: FieldRef(f, f.index) for f in cp.schema.fields.values()}
     tree = build_tree(tree_input, fields)

@@ -61,6 +61,11 @@ class Condition:
     def to_dict(self) -> dict:
         return {"expression": self.expression, "held": self.held, "observed": {k: _shown(v) for k, v in self.observed}}
 
+    @staticmethod
+    def shown(value: object) -> object:
+        """An observed value as a decision shows it: JSON-able and bounded (sets sorted, long values cut)."""
+        return _shown(value)
+
 
 @dataclass(frozen=True, slots=True)
 class DecisionWarning:
@@ -105,12 +110,18 @@ class Justification:
         return self._info
 
     @property
+    def values(self) -> tuple:
+        """The validated input the rule was decided on, indexed by `FieldRef.index`."""
+        return self._values
+
+    @property
     def conditions(self) -> tuple[Condition, ...]:
         if self._conditions is None:
-            if self._info.index < 0:
-                self._conditions = ()
-            else:
-                self._conditions = tuple(explain(self._policy, self._info.condition, self._values))
+            shown, values = self._info.shown, self._values
+            if shown is None:
+                self._conditions = tuple(explain(self._policy, self._info.condition, values))
+            else:  # known when compiled: nothing to evaluate again
+                self._conditions = tuple(Condition(a.text, held, tuple([(f.dotted, values[f.index]) for f in a.fields])) for a, held in shown)
         return self._conditions
 
     def to_dict(self) -> dict:
@@ -219,7 +230,8 @@ class Decision(native.DecisionCore):
 
     `verdict`, `policy` and `rule` are settled at once; the rest is assembled from
     the per-policy decisions when first read (and is the same whenever it is read).
-    Its storage is `engine.native.DecisionCore`, so `evaluator` makes one in C.
+    Its storage is `engine.native.DecisionCore`, so `evaluator` makes one in C; `shape`
+    and `values` are computed there too.
     """
 
     __slots__ = ()
@@ -248,15 +260,9 @@ class Decision(native.DecisionCore):
         return self._top.rule if self._top is not None else None
 
     @property
-    def by_default(self) -> bool:
-        """Every policy decided by `otherwise`, no rule (shadow or not) matched or divided by zero, and
-        the input named no unknown enum value: such decisions by one set differ in nothing else."""
-        if self._input_warnings:
-            return False
-        for p in self.policies:
-            if p._matched or p._errored:
-                return False
-        return True
+    def input_warnings(self) -> tuple[DecisionWarning, ...]:
+        """The input's unknown enum values: the first of `warnings`."""
+        return _enum_warnings(self._input_warnings) if self._input_warnings else ()
 
     justifications = _built(0, "The overall deciding justification first, then every other, policy by policy.")
     shadow = _built(1, "Every policy's matching shadow rules.")
@@ -273,7 +279,7 @@ class Decision(native.DecisionCore):
         justifications: list[Justification] = list(top.justifications) if top else []
         shadow: list[Justification] = []
         interventions: list[Intervention] = []
-        warnings: list[DecisionWarning] = list(_enum_warnings(self._input_warnings))
+        warnings: list[DecisionWarning] = list(self.input_warnings)
         for d in self.policies:
             if d is not top:
                 justifications.extend(d.justifications)

@@ -36,14 +36,14 @@ def struct_to_python(struct: struct_pb2.Struct, max_depth: int) -> dict:
 
 
 def walk_struct(struct: struct_pb2.Struct, max_depth: int) -> dict:
-    """`struct_to_python` in Python: the specification of server/_struct.c, and its stand-in where it was not built."""
+    """`struct_to_python` in Python: the specification of server/_wire.c, and its stand-in where it was not built."""
     return _object(struct, 1, max_depth)
 
 
 _decode = None
 if os.environ.get("POL_PURE_PYTHON") != "1":  # as engine.native: tests run the Python path too
     try:
-        from server._struct import decode as _decode
+        from server._wire import decode as _decode
     except ImportError:  # no C compiler where pip ran
         pass
 STRUCT_DECODER = "python" if _decode is None else "c"

@@ -32,12 +32,15 @@ class DecisionLog:
         self.fd = fd
         self.annotations = annotations
         self._static = _members((static or {}).items())
-        self._rules: dict[tuple, str] = {}
-        self._clock = (-1, "")  # (a second, its rendering): one attribute, so threads see a consistent pair
+        self._rules: dict[tuple, str] = {}  # (set hash, Decision.shape) -> _rule_part
+        self._clock = (-2, "")  # (a second, its ISO 8601 rendering as a %-format of the microseconds): one attribute, so threads see a consistent pair
         self._log = structlog.get_logger("pol.decision")
 
-    def line(self, decision, request_id: str, content_id: str, latency: float, annotations: dict | None = None) -> str | None:
-        """The JSON line for one decision (newline included); None when it went through structlog."""
+    def line(self, decision, shape: tuple | None, request_id: str, content_id: str, latency: float, annotations: dict | None = None) -> str | None:
+        """The JSON line for one decision (newline included); None when it went through structlog.
+
+        `shape`: `decision.shape`, which keys the part of the line that depends on it (None: not cached).
+        """
         if self.fd is None:
             extra = {"annotations": annotations} if self.annotations and annotations is not None else {}
             self._log.info(
@@ -45,14 +48,22 @@ class DecisionLog:
                 rule=decision.rule, policy_set_hash=decision.policy_set_hash, latency_ms=round(latency * 1000, 3), **extra,
             )
             return None
-        middle = self._rule_part(decision)
+        middle = self._rules.get((decision.policy_set_hash, shape)) if shape is not None else None
+        if middle is None:
+            middle = self._rule_part(decision, shape)
         extra = ""
         if self.annotations and annotations is not None:
             extra = ', "annotations": ' + json.dumps(annotations, ensure_ascii=True, default=str)
+        now = time.time()
+        second, stamp = self._clock
+        if now - second >= 1.0 or now < second:
+            second = int(now)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + ".%06dZ"
+            self._clock = (second, stamp)
         return (
             f'{{"request_id": {_quote(request_id)}, "content_id": {_quote(content_id)}{middle}, '
             f'"latency_ms": {round(latency * 1000, 3)}{extra}, "event": "decision", "level": "info", '
-            f'"timestamp": "{self._timestamp()}"{self._static}}}\n'
+            f'"timestamp": "{stamp % ((now - second) * 1_000_000)}"{self._static}}}\n'
         )
 
     def write(self, lines: list[str | None]) -> None:
@@ -63,24 +74,14 @@ class DecisionLog:
         while data:
             data = data[os.write(self.fd, data):]
 
-    def _rule_part(self, decision) -> str:
-        key = (decision.verdict, decision.policy, decision.rule, decision.policy_set_hash)
-        part = self._rules.get(key)
-        if part is None:
-            if len(self._rules) > 10_000:  # many reloads: start over
+    def _rule_part(self, decision, shape: tuple | None) -> str:
+        """`, "verdict": ..., "policy_set_hash": ...` for `decision`; kept for its shape (of its set)."""
+        part = _members(zip(("verdict", "policy", "rule", "policy_set_hash"), (decision.verdict, decision.policy, decision.rule, decision.policy_set_hash)))
+        if shape is not None:
+            if len(self._rules) > 10_000:  # many reloads, or callers naming many subsets of policies: start over
                 self._rules.clear()
-            part = self._rules[key] = _members(zip(("verdict", "policy", "rule", "policy_set_hash"), key))
+            self._rules[(decision.policy_set_hash, shape)] = part
         return part
-
-    def _timestamp(self) -> str:
-        """ISO 8601 in UTC with microseconds, as structlog's TimeStamper(fmt="iso", utc=True) writes it."""
-        now = time.time()
-        second, stamp = self._clock
-        if int(now) != second:
-            second = int(now)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._clock = (second, stamp)
-        return f"{stamp}.{int((now - second) * 1_000_000):06d}Z"
 
 
 def _members(pairs) -> str:

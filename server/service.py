@@ -180,8 +180,9 @@ class PolicyService:
             encoder = self._encoder = Encoder(ps)  # the first call after a reload
         return encoder
 
-    def _decide(self, ps: engine.PolicySet, content: pb.Content, names: list[str] | None, explain: bool, request_id: str, index: int | None) -> tuple[bytes | None, status_pb2.Status | None, str | None]:
-        """Decide one item (`index`: its place in a batch): the serialised EvaluateResponse, or the status saying why not; and its log line."""
+    def _decide(self, ps: engine.PolicySet, content: pb.Content, names: list[str] | None, explain: bool, request_id: str, index: int | None, entry: bool) -> tuple[bytes | None, status_pb2.Status | None, str | None]:
+        """Decide one item (`index`: its place in a batch): the serialised EvaluateResponse (`entry`: as an EvaluateBatchResult,
+        `wire.result`), or the status saying why not; and its log line."""
         start = time.perf_counter()
         if len(content.id) > MAX_CONTENT_ID:
             where, problem = "content.id" if index is None else f"contents[{index}].id", f"longer than {MAX_CONTENT_ID} characters"
@@ -201,8 +202,10 @@ class PolicyService:
             return None, _status(code_pb2.INVALID_ARGUMENT, str(e), violations), None
         except engine.UnknownPolicyError as e:
             return None, _status(code_pb2.NOT_FOUND, str(e)), None
-        response = self._encoder_for(ps).response(decision, request_id, content.id, trace)
-        return response, None, self.log.line(decision, request_id, content.id, time.perf_counter() - start, annotations)
+        shape = decision.shape if trace is None else None
+        encoder = self._encoder_for(ps)
+        response = (encoder.result if entry else encoder.response)(decision, shape, request_id, content.id, trace)
+        return response, None, self.log.line(decision, shape, request_id, content.id, time.perf_counter() - start, annotations)
 
     # ---- RPCs ---------------------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class PolicyService:
     async def Evaluate(self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext) -> bytes:
         ps, request_id = self._begin(context, request.request_id)
         self._check_policies(ps, request.policies, request_id)
-        response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request_id, None)
+        response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request_id, None, False)
         if error is not None:
             raise _Refused(error, request_id)
         self.log.write([line])
@@ -226,15 +229,16 @@ class PolicyService:
         self._check_policies(ps, request.policies, request_id)
         names, explain = list(request.policies) or None, request.explain
         results, lines = [], []
-        pause = time.perf_counter() + YIELD_EVERY
+        pause = 0.0
         for i, content in enumerate(contents):
-            if _expired(context):
-                raise _Refused(_deadline_exceeded(i), request_id)
-            if time.perf_counter() >= pause:
-                await asyncio.sleep(0)  # let other calls run; a cancelled call stops here
+            if time.perf_counter() >= pause:  # at the first item, then every YIELD_EVERY seconds
+                if _expired(context):
+                    raise _Refused(_deadline_exceeded(i), request_id)
+                if i:
+                    await asyncio.sleep(0)  # let other calls run; a cancelled call stops here
                 pause = time.perf_counter() + YIELD_EVERY
-            response, error, line = self._decide(ps, content, names, explain, request_id, i)
-            results.append(_result(response, error))
+            response, error, line = self._decide(ps, content, names, explain, request_id, i, True)
+            results.append(response if error is None else _error_result(error))
             lines.append(line)
         self.log.write(lines)
         return b"".join(results)  # EvaluateBatchResponse: its results, each field 1
@@ -251,9 +255,9 @@ class PolicyService:
                 if problem is not None:
                     response, error, line = None, _invalid("request_id", problem), None
                 else:
-                    response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request.request_id or call_id, None)
+                    response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request.request_id or call_id, None, True)
                     self.log.write([line])
-                yield _result(response, error)  # EvaluateStreamResponse: its result, field 1
+                yield response if error is None else _error_result(error)  # EvaluateStreamResponse: its result, field 1
                 done += 1
         except _Refused as refused:
             _end(context, refused)
@@ -334,8 +338,8 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ID_COUNTER = itertools.count(1)
 
 
-def _result(response: bytes | None, error: status_pb2.Status | None) -> bytes:
-    return wire.result(response) if error is None else wire.error_result(error.SerializeToString())
+def _error_result(error: status_pb2.Status) -> bytes:
+    return wire.error_result(error.SerializeToString())
 
 
 def schema_files(ps: engine.PolicySet) -> dict[str, bytes]:

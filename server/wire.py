@@ -15,14 +15,16 @@ written in field-number order, as protobuf's own serialiser does.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from google.protobuf import struct_pb2
 
 import engine
+from engine.evaluate import MAX_SHOWN_CHARS
 from server.convert import VERDICTS
 
-__all__ = ["Encoder", "error_result", "result"]
+__all__ = ["Encoder", "error_result"]
 
 _LEN, _VARINT, _I64 = 2, 0, 1
 _pack_double = struct.Struct("<d").pack
@@ -42,6 +44,10 @@ def _varint(n: int) -> bytes:
 
 
 _LENGTHS = [_varint(n) for n in range(1 << 14)]  # one or two bytes: nearly every length here
+
+
+def _length(n: int) -> bytes:
+    return _LENGTHS[n] if n < 16384 else _varint(n)
 
 
 def _field(tag: bytes, data: bytes) -> bytes:
@@ -126,88 +132,166 @@ def _warning(w: engine.DecisionWarning) -> bytes:
 class Encoder:
     """Encodes the decisions of one policy set; caches what depends only on its rules.
 
-    The caches are keyed by the identity of objects the set owns (its compiled rules),
-    and hold those objects, so a key cannot be reused while the encoder lives.
+    Decisions of one `Decision.shape` differ only in the values their conditions observed,
+    so each shape's response is encoded once as a template: bytes, with a slot for each
+    observed value (`_fill`). A decision that no rule matched has no slot: its template is
+    the response, after the ids. Rules whose shown conditions depend on the values, and
+    explain traces, are encoded whole each time.
+
+    The rule cache is keyed by the identity of objects the set owns (its compiled rules),
+    and holds those objects, so a key cannot be reused while the encoder lives.
     """
 
     def __init__(self, policy_set: engine.PolicySet) -> None:
         self.policy_set = policy_set
         self._hash = _string(_R_HASH, policy_set.hash)
-        self._rules: dict[int, tuple[object, tuple[bytes, bytes]]] = {}  # id(RuleInfo) -> (info, Encoder._rule's parts)
-        self._interventions: dict[tuple, bytes] = {}
-        self._decided: dict[int, tuple[object, bytes]] = {}  # id(RuleInfo) -> (info, its PolicyDecision entry)
-        self._by_default: dict[tuple, bytes] = {}  # the deciding policies' names -> the response after the ids
+        self._rules: dict[int, tuple[object, tuple]] = {}  # id(RuleInfo) -> (info, _rule_parts of it)
+        self._templates: dict[tuple, tuple] = {}  # Decision.shape -> (template, tail) of _template; (None, None): not reusable
         self._request_id = ("", b"")  # the last request id and its encoding
 
-    def response(self, decision: engine.Decision, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
-        """The EvaluateResponse for `decision`, serialised."""
+    def response(self, decision: engine.Decision, shape: tuple | None, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
+        """The EvaluateResponse for `decision`, serialised. `shape`: `decision.shape` (the caller may need it too),
+        or None to encode the decision whole; always None with a `trace`."""
+        return b"".join(self._response(decision, shape, request_id, content_id, trace))
+
+    def result(self, decision: engine.Decision, shape: tuple | None, request_id: str, content_id: str, trace: dict | None = None) -> bytes:
+        """The response as an EvaluateBatchResult, as field 1 of its container (see `error_result`)."""
+        parts = self._response(decision, shape, request_id, content_id, trace)
+        n = len(parts[0]) + len(parts[1]) + len(parts[2]) + len(parts[3])
+        inner = _length(n)
+        return b"".join((_RESULT_RESPONSE, _length(n + 1 + len(inner)), _RESULT_RESPONSE, inner, *parts))
+
+    def _response(self, decision: engine.Decision, shape: tuple | None, request_id: str, content_id: str, trace: dict | None) -> tuple[bytes, bytes, bytes, bytes]:
+        """The response's bytes in four parts: request id, content id, up to the input's warnings, from them on."""
         last = self._request_id  # a batch's items share theirs: encoded once
         if last[0] != request_id:
             last = self._request_id = (request_id, _string(_R_REQUEST_ID, request_id))
-        head = last[1] + _string(_R_CONTENT_ID, content_id)
-        if trace is None and decision.by_default:  # alike for every such input: encoded once per choice of policies
-            key = tuple([p.policy for p in decision.policies])
-            tail = self._by_default.get(key)
-            if tail is None:
-                if len(self._by_default) > 1_000:  # callers naming many different subsets of policies
-                    self._by_default.clear()
-                tail = self._by_default[key] = self._tail(decision, None)
-            return head + tail
-        return head + self._tail(decision, trace)
+        if shape is None or trace is not None:
+            template, tail, _ = self._template(decision, trace)
+        else:
+            known = self._templates.get(shape)
+            if known is None:
+                if len(self._templates) > 10_000:  # callers naming many different subsets of policies
+                    self._templates.clear()
+                template, tail, reusable = self._template(decision, None)
+                self._templates[shape] = (template, tail) if reusable else (None, None)
+            elif known[0] is None:
+                template, tail, _ = self._template(decision, None)
+            else:
+                template, tail = known
+        body = template if type(template) is bytes else fill(template, decision.values)
+        warnings = decision.input_warnings
+        if warnings:
+            tail = b"".join([_field(_R_WARNING, _warning(w)) for w in warnings]) + tail
+        return last[1], _string(_R_CONTENT_ID, content_id), body, tail
 
-    def _tail(self, decision: engine.Decision, trace: dict | None) -> bytes:
-        """Everything of the response after the ids."""
+    def _template(self, decision: engine.Decision, trace: dict | None) -> tuple[tuple | bytes, bytes, bool]:
+        """The response after the ids, but for the input's warnings: (up to them, as a template; after them,
+        which depends on its shape only; whether the template serves every decision of its shape)."""
         justifications = decision.justifications
-        top = justifications[0] if justifications else None
-        parts = []
-        if top is not None:
-            parts.append(self._rule(top)[1])
-        for i in decision.interventions:
-            key = (i.name, i.arguments, i.policy, i.rule)
-            data = self._interventions.get(key)
-            if data is None:
-                data = self._interventions[key] = _field(_R_INTERVENTION, _intervention(*key))
-            parts.append(data)
-        for j in justifications:
-            parts.append(_field(_R_JUSTIFICATION, self._justification(j)))
-        for p in decision.policies:
-            parts.append(self._policy_decision(p))
-        for j in decision.shadow:
-            parts.append(_field(_R_SHADOW, self._justification(j)))
-        for w in decision.warnings:
-            parts.append(_field(_R_WARNING, _warning(w)))
-        parts.append(self._hash)
+        parts: list = [self._rule(justifications[0])[1]] if justifications else []
+        parts.extend(_field(_R_INTERVENTION, _intervention(i.name, i.arguments, i.policy, i.rule)) for i in decision.interventions)
+        reusable = True
+        for tag, js in ((_R_JUSTIFICATION, justifications), (_R_POLICIES, None), (_R_SHADOW, decision.shadow)):
+            if js is None:
+                parts.extend(_policy_entry(p) for p in decision.policies)
+                continue
+            for j in js:
+                body, known = self._justification(j)
+                parts.append((tag, body))
+                reusable = reusable and known
+        tail = [_field(_R_WARNING, _warning(w)) for w in decision.warnings[len(decision.input_warnings):]]
+        tail.append(self._hash)
         if trace is not None:
             s = struct_pb2.Struct()
             s.update(trace)
-            parts.append(_field(_R_TRACE, s.SerializeToString()))
-        return b"".join(parts)
+            tail.append(_field(_R_TRACE, s.SerializeToString()))
+        return _compact(parts), b"".join(tail), reusable
 
-    def _rule(self, j: engine.Justification) -> tuple[bytes, bytes]:
-        """(the justification's fields that depend only on its rule, the response's verdict/policy/rule)."""
-        return _per_rule(self._rules, j.info, _rule_parts, j)
+    def _rule(self, j: engine.Justification) -> tuple[bytes, bytes, tuple | None]:
+        """`_rule_parts(j)`, made once per rule."""
+        entry = self._rules.get(id(j.info))
+        if entry is None or entry[0] is not j.info:
+            entry = self._rules[id(j.info)] = (j.info, _rule_parts(j))
+        return entry[1]
 
-    def _policy_decision(self, p: engine.PolicyDecision) -> bytes:
-        """One `EvaluateResponse.policies` entry: all of it depends on the deciding rule."""
-        return _per_rule(self._decided, p.info, _policy_entry, p)
-
-    def _justification(self, j: engine.Justification) -> bytes:
-        parts = [self._rule(j)[0]]
-        parts.extend(_field(_J_CONDITION, _condition(c)) for c in j.conditions)
+    def _justification(self, j: engine.Justification) -> tuple[list, bool]:
+        """(A Justification's template parts, whether they serve every match of its rule)."""
+        head, _, conditions = self._rule(j)
+        parts: list = [head]
+        if conditions is None:  # which conditions it shows depends on the values
+            parts.extend(_field(_J_CONDITION, _condition(c)) for c in j.conditions)
+        else:
+            for static, expression, observed in conditions:
+                if static is not None:
+                    parts.append(static)
+                else:
+                    entries = [(_STRUCT_ENTRY, [key, (_ENTRY_VALUE, [index])]) for key, index in observed]
+                    parts.append((_J_CONDITION, [expression, (_C_OBSERVED, entries)]))
         if j.deciding:
             parts.append(_J_DECIDING)
-        return b"".join(parts)
+        return parts, conditions is not None
 
 
-def _per_rule(cache: dict, info: object, build, arg):
-    """`build(arg)` for the compiled rule `info`, made once: keyed by its id, holding it so the id is not reused."""
-    entry = cache.get(id(info))
-    if entry is None or entry[0] is not info:
-        entry = cache[id(info)] = (info, build(arg))
-    return entry[1]
+def _compact(parts: list) -> tuple | bytes:
+    """Template parts with every run of bytes joined, and every field without slots encoded: bytes if no slot is left.
+
+    A part is bytes, a slot (an int: the place of an observed value in the decision's values,
+    encoded as a google.protobuf.Value), or a length-delimited field (tag, its parts).
+    """
+    out: list = []
+    for p in parts:
+        if type(p) is tuple:
+            body = _compact(p[1])
+            p = _field(p[0], body) if type(body) is bytes else (p[0], body)
+        if type(p) is bytes and out and type(out[-1]) is bytes:
+            out[-1] += p
+        else:
+            out.append(p)
+    if not out:
+        return b""
+    return out[0] if len(out) == 1 and type(out[0]) is bytes else tuple(out)
 
 
-def _rule_parts(j: engine.Justification) -> tuple[bytes, bytes]:
+def _fill(template: tuple | bytes, values: tuple) -> bytes:
+    """The bytes of a template for one decision's values: the specification of `_wire.fill`, and its stand-in."""
+    if type(template) is bytes:
+        return template
+    out = []
+    for p in template:
+        t = type(p)
+        if t is bytes:
+            out.append(p)
+        elif t is int:
+            out.append(_observed(values[p]))
+        else:
+            out.append(_field(p[0], _fill(p[1], values)))
+    return b"".join(out)
+
+
+def _c_fill():
+    """server/_wire.c's `fill`, unless it was not built or POL_PURE_PYTHON=1 asks for the Python (as engine.native)."""
+    if os.environ.get("POL_PURE_PYTHON") == "1":
+        return None
+    try:
+        from server._wire import fill
+    except ImportError:  # no C compiler where pip ran
+        return None
+    shown = engine.Condition.shown
+    return lambda template, values: fill(template, values, shown, MAX_SHOWN_CHARS)
+
+
+fill = _c_fill() or _fill
+
+
+def _rule_parts(j: engine.Justification) -> tuple[bytes, bytes, tuple | None]:
+    """(the justification's fields that depend only on its rule, the response's verdict/policy/rule, its conditions).
+
+    The conditions, when the rule shows the same ones for every match (`RuleInfo.shown`), are
+    encoded but for the observed values: per condition, (the whole Condition field when it
+    reads no field, else None; its expression and `held`; per field read, its Struct key and
+    its place in the values). Observed keys are distinct, as `Condition.to_dict` makes them.
+    """
     head = b"".join(
         [
             _string(_J_POLICY, j.policy),
@@ -220,7 +304,27 @@ def _rule_parts(j: engine.Justification) -> tuple[bytes, bytes]:
             *(_string(_J_TAG, t) if t else _J_TAG + b"\x00" for t in j.tags),
         ]
     )
-    return head, _enum(_R_VERDICT, VERDICTS[j.verdict]) + _string(_R_POLICY, j.policy) + _string(_R_RULE, j.rule)
+    conditions = None
+    if j.info.shown is not None:
+        conditions = []
+        for atom, held in j.info.shown:
+            expression = _string(_C_EXPRESSION, atom.text) + _C_HELD + (b"\x01" if held else b"\x00")
+            observed = tuple((_field(_ENTRY_KEY, k.encode("utf-8")), i) for k, i in {f.dotted: f.index for f in atom.fields}.items())
+            conditions.append((None if observed else _field(_J_CONDITION, expression), expression, observed))
+        conditions = tuple(conditions)
+    return head, _enum(_R_VERDICT, VERDICTS[j.verdict]) + _string(_R_POLICY, j.policy) + _string(_R_RULE, j.rule), conditions
+
+
+def _observed(v: object) -> bytes:
+    """An observed value's google.protobuf.Value, as `_value(Condition.shown(v))`, without the call for the usual kinds."""
+    t = type(v)
+    if t is str and len(v) <= MAX_SHOWN_CHARS:
+        return _field(_STRING, v.encode("utf-8"))
+    if t is float or t is int:
+        return _NUMBER + _pack_double(v)
+    if t is bool:
+        return _TRUE if v else _FALSE
+    return _value(engine.Condition.shown(v))
 
 
 def _policy_entry(p: engine.PolicyDecision) -> bytes:
@@ -237,15 +341,10 @@ def _condition(c: engine.Condition) -> bytes:
     return body
 
 
-def result(response: bytes) -> bytes:
-    """An EvaluateBatchResult holding `response`, as field 1 of its container.
+def error_result(status: bytes) -> bytes:
+    """An EvaluateBatchResult holding a serialised google.rpc.Status, as field 1 of its container.
 
     Those are the bytes of one entry of `EvaluateBatchResponse.results` and of a whole
-    `EvaluateStreamResponse`: both hold the result as their field 1.
+    `EvaluateStreamResponse`: both hold the result as their field 1 (as `Encoder.result`).
     """
-    return _field(_RESULT_RESPONSE, _field(_RESULT_RESPONSE, response))
-
-
-def error_result(status: bytes) -> bytes:
-    """The same, holding a serialised google.rpc.Status."""
     return _field(_RESULT_RESPONSE, _field(_RESULT_ERROR, status))

@@ -294,11 +294,11 @@ def _decoded(decode, struct, max_depth: int) -> object:
         return ("too deep", e.limit, str(e))
 
 
-@pytest.mark.skipif(convert._decode is None, reason="server/_struct.c is not built or not in use")
+@pytest.mark.skipif(convert._decode is None, reason="server/_wire.c is not built or not in use")
 @settings(max_examples=300, **SETTINGS)
 @given(annotations=wire_hostile(), max_depth=st.integers(1, 40))
 def test_the_c_struct_decoder_reads_what_the_python_walk_reads(annotations, max_depth):
-    """server/_struct.c gives a Struct the values the Python walk gives it, and is too deep exactly when the walk is."""
+    """server/_wire.c gives a Struct the values the Python walk gives it, and is too deep exactly when the walk is."""
     try:
         struct_ = struct_pb2.Struct.FromString(struct_bytes(annotations))  # parsed as the server parses a request
     except DecodeError:
@@ -309,7 +309,7 @@ def test_the_c_struct_decoder_reads_what_the_python_walk_reads(annotations, max_
 def test_the_c_struct_decoder_skips_unknown_fields_of_every_wire_type():
     """Unknown fields (groups included), which upb keeps and writes back, are skipped in a Struct, an entry, a Value and a list."""
     if convert._decode is None:
-        pytest.skip("server/_struct.c is not built or not in use")
+        pytest.skip("server/_wire.c is not built or not in use")
     from tests.test_hostile_grpc import UNKNOWN_FIELDS
 
     entry = field(1, b"a") + field(2, field(6, field(1, b"\x11" + struct.pack("<d", 1.5) + UNKNOWN_FIELDS) + UNKNOWN_FIELDS) + UNKNOWN_FIELDS)
@@ -325,7 +325,7 @@ def test_the_c_struct_decoder_skips_unknown_fields_of_every_wire_type():
 def test_the_c_struct_decoder_refuses_malformed_bytes():
     """Bytes that are not a serialised Struct (cut short, a length past the end, bad UTF-8) are a ValueError, never a crash."""
     if convert._decode is None:
-        pytest.skip("server/_struct.c is not built or not in use")
+        pytest.skip("server/_wire.c is not built or not in use")
     good = struct_bytes({"topic": "human_smuggling", "labels": ["a", "b"], "n": 1.5})
     for bad in (good[:-1], good[:5], b"\x0a\xff\xff\xff\xff\x0f", field(1, field(1, b"\xff\xfe")), b"\x0b", b"\x0a\x02\x12\x05"):
         with pytest.raises(ValueError, match="malformed|utf-8"):

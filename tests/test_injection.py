@@ -228,7 +228,7 @@ def test_generated_code_has_the_same_identifiers_whatever_the_strings(generated)
     """The Python generated for a payload-filled policy uses the identifiers of the harmless one: text only ever becomes constants."""
     assert_carried_verbatim(dict.fromkeys(POSITIONS, "harmless"))
     baseline = vocabulary(generated)
-    assert {"validate", "atom"} <= baseline[0]
+    assert "validate" in baseline[0] and any(name.startswith("atom") for name in baseline[0])  # the spy sees both generators
     for payload in STRING_PAYLOADS.values():
         generated.clear()
         assert_carried_verbatim(dict.fromkeys(POSITIONS, payload))

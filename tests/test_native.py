@@ -36,7 +36,7 @@ ENGINE_TESTS = [
 
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler: pip could not build the extension")
 def test_the_c_extensions_are_built_and_used_where_there_is_a_compiler():
-    """`make` builds engine/native.c and server/_struct.c with pip, and pol uses them (unless POL_PURE_PYTHON=1 asks otherwise)."""
+    """`make` builds engine/native.c and server/_wire.c with pip, and pol uses them (unless POL_PURE_PYTHON=1 asks otherwise)."""
     pure = os.environ.get("POL_PURE_PYTHON") == "1"
     expected = "python" if pure else "c"
     assert native.IMPLEMENTATION == expected

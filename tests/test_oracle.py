@@ -220,3 +220,34 @@ def test_quantifier_variable_hides_a_field_and_a_let_compared_is_one_atom() -> N
     assert decide(policy, {"topic": "a", "labels": ["x"], "o": 1}).verdict == "remove"
     assert decide(policy, {"topic": "a", "labels": ["x"]}).verdict == "allow"
     assert decide(policy, {"topic": "a", "labels": ["y"], "o": 1}).verdict == "allow"
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(case=policy_cases(inputs=6))
+def test_conditions_known_when_compiled_are_the_ones_evaluation_finds(case: PolicyCase) -> None:
+    """A rule whose shown conditions are settled at compile time shows exactly what evaluating its condition shows."""
+    from engine.evaluate import explain
+
+    ps = compile_clean(case.files)
+    for annotations, policies in case.inputs:
+        decision = ps.evaluate(annotations, policies)
+        for j in (*decision.justifications, *decision.shadow):
+            if j.info.index >= 0:
+                assert j.conditions == tuple(explain(ps.policies[j.policy], j.info.condition, j.values)), j
+
+
+def test_which_rules_show_the_same_conditions_for_every_match() -> None:
+    """`and`, and `or` under `not`, settle every operand of a match; a true `or` shows the operand that settled it."""
+    ps = compile_clean({"s.pol": SCHEMA + """
+policy p for s {
+  rule both { when topic == "a" and not (has o or "x" in labels) then remove because "b" }
+  rule either { when topic == "b" or 3 in nums then remove because "e" }
+}
+"""})
+    both, either = ps.policies["p"].rules
+    assert [(a.text, held) for a, held in both.shown] == [('topic == "a"', True), ("has o", False), ('"x" in labels', False)]
+    assert either.shown is None
+    assert ps.policies["p"].otherwise.shown == ()
+    for annotations, shown in (({"topic": "b", "nums": [3]}, 'topic == "b"'), ({"topic": "a", "labels": ["x"], "nums": [3]}, "3 in nums")):
+        j = ps.evaluate(annotations).justifications[0]
+        assert [c.expression for c in j.conditions] == [shown]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from google.protobuf import struct_pb2
+from google.protobuf.internal.encoder import _VarintBytes
 from hypothesis import given, settings
 
 import engine
@@ -42,6 +43,10 @@ def _justification(j: dict) -> pb.Justification:
     return message
 
 
+def _field_1(data: bytes) -> bytes:
+    return b"\x0a" + _VarintBytes(len(data)) + data
+
+
 def reference(decision: engine.Decision, request_id: str, content_id: str, trace: dict | None = None) -> pb.EvaluateResponse:
     d = decision.to_dict()
     response = pb.EvaluateResponse(
@@ -59,7 +64,9 @@ def reference(decision: engine.Decision, request_id: str, content_id: str, trace
 
 
 def assert_same(encoder: wire.Encoder, decision: engine.Decision, request_id: str = "req-1", content_id: str = "item-1", trace: dict | None = None) -> None:
-    data = encoder.response(decision, request_id, content_id, trace)
+    data = encoder.response(decision, decision.shape, request_id, content_id, trace)
+    assert data == encoder.response(decision, None, request_id, content_id, trace)  # the template and the whole encoding agree
+    assert encoder.result(decision, decision.shape, request_id, content_id, trace) == _field_1(_field_1(data))  # an EvaluateBatchResult entry
     got, want = pb.EvaluateResponse.FromString(data), reference(decision, request_id, content_id, trace)
     assert got == want
     assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
@@ -115,19 +122,19 @@ def test_edge_values_ids_and_traces_encode_as_the_protobuf_api_builds_them() -> 
 
 
 def test_results_are_the_entries_of_a_batch_and_whole_stream_responses() -> None:
-    """`result` and `error_result` bytes are one EvaluateBatchResponse entry each, and a whole EvaluateStreamResponse."""
+    """`Encoder.result` and `error_result` bytes are one EvaluateBatchResponse entry each, and a whole EvaluateStreamResponse."""
     from google.rpc import status_pb2
 
-    response = pb.EvaluateResponse(request_id="r", verdict=pb.VERDICT_REMOVE)
+    ps = _shipped()
+    decision = ps.evaluate({"topic": "human_smuggling", "intent": "offer", "confidence": 0.9})
+    response = pb.EvaluateResponse.FromString(_encoder(ps).response(decision, decision.shape, "r", "c"))
     status = status_pb2.Status(code=3, message="bad")
-    ok, error = wire.result(response.SerializeToString()), wire.error_result(status.SerializeToString())
+    ok, error = _encoder(ps).result(decision, decision.shape, "r", "c"), wire.error_result(status.SerializeToString())
     batch = pb.EvaluateBatchResponse.FromString(ok + error)
     assert [r.WhichOneof("result") for r in batch.results] == ["response", "error"]
     assert batch.results[0].response == response and batch.results[1].error == status
     assert pb.EvaluateStreamResponse.FromString(ok).result.response == response
     assert pb.EvaluateStreamResponse.FromString(error).result.error == status
-
-
 _CACHE: dict = {}
 
 
