@@ -7,9 +7,10 @@ the diagnostics say why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,12 @@ class PolicySet:
                     input_warnings.extend(warns)
             decisions.append(decide_policy(p, values))
         return Decision(tuple(decisions), self.hash, input_warnings)
+
+    def evaluator_for(self, policies: Sequence[str] | None = None) -> Callable[[object], Decision]:
+        """`evaluate` with `policies` bound: the one-call evaluator of every policy itself, when it is that."""
+        if not policies and self._evaluate_all is not None:
+            return self._evaluate_all
+        return functools.partial(self.evaluate, policies=policies)
 
     def values(self, annotations: object, schema: str) -> tuple:
         """`annotations` validated against `schema`: the field values in schema order, as policies see them."""

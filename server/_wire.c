@@ -11,6 +11,9 @@
  * fill: a response template of server/wire.py, with one decision's observed values in
  * its slots. `wire._fill` is its specification and its stand-in; tests compare them.
  *
+ * decide: the usual items of a batch, each read, decided, encoded and logged in C, until
+ * one that is not usual; server/service.py decides that one, and is the specification.
+ *
  *   Struct    { repeated FieldsEntry fields = 1; }   FieldsEntry { string key = 1; Value value = 2; }
  *   Value     { null_value = 1; double number_value = 2; string string_value = 3;
  *               bool bool_value = 4; Struct struct_value = 5; ListValue list_value = 6; }
@@ -20,6 +23,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     const uint8_t *p, *end;
@@ -125,6 +129,36 @@ skip(Reader *r, uint64_t tag)
 
 static PyObject *read_struct(Reader *r, Py_ssize_t depth, Limits *limits);
 
+/* A string of the wire. Keys, and short values such as enum values, recur from item to item:
+ * short ASCII ones are kept, interned, in a small table, so a recurring one is neither decoded
+ * nor allocated again, and is the very object the schema's checks look up. */
+#define KEPT 1024
+#define KEPT_LENGTH 32
+static PyObject *kept[KEPT];
+
+static PyObject *
+text(const uint8_t *p, Py_ssize_t n)
+{
+    if (n > KEPT_LENGTH)
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] >= 0x80)
+            return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+        h = (h ^ p[i]) * 16777619u;
+    }
+    PyObject **slot = &kept[h & (KEPT - 1)];
+    PyObject *s = *slot;
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_DATA(s), p, n) == 0)
+        return Py_NewRef(s);
+    s = PyUnicode_DecodeASCII((const char *)p, n, NULL);
+    if (s == NULL)
+        return NULL;
+    PyUnicode_InternInPlace(&s);
+    Py_XSETREF(*slot, Py_NewRef(s));
+    return s;
+}
+
 /* One Value at `depth` (the depth of the object or list holding it). */
 static PyObject *
 read_value(Reader *r, Py_ssize_t depth, Limits *limits)
@@ -159,7 +193,7 @@ read_value(Reader *r, Py_ssize_t depth, Limits *limits)
         else if (field == 3 && wire_type == 2) {
             if (sub(r, &body) < 0)
                 goto fail;
-            v = PyUnicode_DecodeUTF8((const char *)body.p, body.end - body.p, NULL);
+            v = text(body.p, body.end - body.p);
         }
         else if (field == 4 && wire_type == 0) {
             uint64_t b;
@@ -253,7 +287,7 @@ read_struct(Reader *r, Py_ssize_t depth, Limits *limits)
             if (varint(&entry, &entry_tag) < 0 || sub(&entry, &body) < 0)
                 break;
             if (entry_tag == (1 << 3 | 2))
-                Py_XSETREF(key, PyUnicode_DecodeUTF8((const char *)body.p, body.end - body.p, NULL));
+                Py_XSETREF(key, text(body.p, body.end - body.p));
             else
                 Py_XSETREF(value, read_value(&body, depth, limits));
             if (PyErr_Occurred())
@@ -549,11 +583,251 @@ fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* ---- decide: a batch's usual items, start to end, in C ----------------------------------- */
+
+/* The service's loop over a batch (server/service.py) does, per item: read the annotations,
+ * decide, encode the response from its shape's template, write the decision's log line.
+ * `decide` does the same for each item whose every step is the usual one, and stops at the
+ * first that is not (bad input, a shape not yet seen, unknown enum values...), which the
+ * Python path, the specification, then decides. Tests hold the two to the same bytes. */
+
+typedef struct {
+    PyObject *contents, *results, *lines;
+    PyObject *evaluate;      /* annotations -> Decision */
+    Limits limits;
+    Py_ssize_t max_id;       /* a longer content id is the Python path's error */
+    PyObject *templates;     /* Decision.shape -> (template, tail) of server.wire.Encoder */
+    PyObject *warned;        /* Decision -> its input warnings, encoded (Encoder.input_warnings_field) */
+    PyObject *request_id;    /* the EvaluateResponse.request_id field, encoded */
+    PyObject *rules;         /* Decision.shape -> the log line's part for it (server.decisionlog) */
+    PyObject *line;          /* (head, between, before_ts, end): the log line's fixed parts */
+    PyObject *quote;         /* a str as a JSON string, ASCII only */
+    Slots slots;
+} Batch;
+
+static double
+monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int
+put_str(Buffer *b, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(s, &n);
+    return utf8 == NULL ? -1 : put(b, utf8, n);
+}
+
+/* Now, as ISO 8601 UTC to the microsecond (as the Python path writes it): 27 characters and a NUL. */
+static void
+timestamp(char *out)
+{
+    static time_t second = -1;
+    static char date[24];  /* the second's "YYYY-MM-DDTHH:MM:SS", made once per second */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (now.tv_sec != second) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        if (strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm) != 19)
+            memcpy(date, "1970-01-01T00:00:00", 20);
+        second = now.tv_sec;
+    }
+    memcpy(out, date, 19);
+    out[19] = '.';
+    long us = now.tv_nsec / 1000;
+    for (int i = 25; i >= 20; i--, us /= 10)
+        out[i] = (char)('0' + us % 10);
+    out[26] = 'Z';
+    out[27] = '\0';
+}
+
+/* The log line: head, content id, rule part, between, latency, before_ts, timestamp, end. */
+static PyObject *
+log_line(Batch *batch, PyObject *content_id, PyObject *rule_part, double latency)
+{
+    PyObject *quoted = PyObject_CallOneArg(batch->quote, content_id);
+    if (quoted == NULL)
+        return NULL;
+    char *ms = PyOS_double_to_string(latency * 1000.0, 'f', 3, 0, NULL);
+    if (ms == NULL) {
+        Py_DECREF(quoted);
+        return NULL;
+    }
+    char stamp[40];
+    timestamp(stamp);
+    Buffer b = {PyMem_Malloc(512), 0, 512};
+    PyObject *out = NULL;
+    if (b.data == NULL) {
+        PyErr_NoMemory();
+    }
+    else if (put_str(&b, PyTuple_GET_ITEM(batch->line, 0)) == 0 && put_str(&b, quoted) == 0 && put_str(&b, rule_part) == 0
+             && put_str(&b, PyTuple_GET_ITEM(batch->line, 1)) == 0 && put(&b, ms, strlen(ms)) == 0
+             && put_str(&b, PyTuple_GET_ITEM(batch->line, 2)) == 0 && put(&b, stamp, strlen(stamp)) == 0
+             && put_str(&b, PyTuple_GET_ITEM(batch->line, 3)) == 0) {
+        out = PyUnicode_DecodeASCII(b.data, b.len, "strict");
+    }
+    PyMem_Free(b.data);
+    PyMem_Free(ms);
+    Py_DECREF(quoted);
+    return out;
+}
+
+/* One item: 1 decided and appended, 0 left to the Python path, -1 an error of this code. */
+static int
+decide_one(Batch *batch, PyObject *content, Buffer *b)
+{
+    static PyObject *s_id, *s_annotations, *s_serialize, *s_input_warnings, *s_shape, *s_values;
+    if (s_id == NULL) {
+        s_id = PyUnicode_InternFromString("id");
+        s_annotations = PyUnicode_InternFromString("annotations");
+        s_serialize = PyUnicode_InternFromString("SerializeToString");
+        s_input_warnings = PyUnicode_InternFromString("_input_warnings");
+        s_shape = PyUnicode_InternFromString("shape");
+        s_values = PyUnicode_InternFromString("values");
+        if (!s_id || !s_annotations || !s_serialize || !s_input_warnings || !s_shape || !s_values)
+            return -1;
+    }
+    double start = monotonic();
+    int rc = 0;
+    PyObject *id = NULL, *annotations = NULL, *data = NULL, *values = NULL, *decision = NULL, *shape = NULL, *warnings = NULL;
+    PyObject *entry_bytes = NULL, *line = NULL, *warned = NULL;
+    id = PyObject_GetAttr(content, s_id);
+    if (id == NULL || !PyUnicode_Check(id))
+        goto out;
+    if (PyUnicode_GET_LENGTH(id) > batch->max_id)
+        goto left;
+    annotations = PyObject_GetAttr(content, s_annotations);
+    data = annotations == NULL ? NULL : PyObject_CallMethodNoArgs(annotations, s_serialize);
+    if (data == NULL || !PyBytes_Check(data))
+        goto out;
+    Reader r = {(const uint8_t *)PyBytes_AS_STRING(data), (const uint8_t *)PyBytes_AS_STRING(data) + PyBytes_GET_SIZE(data)};
+    PyObject *input = read_struct(&r, 1, &batch->limits);
+    if (input == NULL)
+        goto left;  /* too deep, or bytes this reader does not know: the Python path says which */
+    decision = PyObject_CallOneArg(batch->evaluate, input);
+    Py_DECREF(input);
+    if (decision == NULL)
+        goto left;  /* InputError */
+    warnings = PyObject_GetAttr(decision, s_input_warnings);
+    if (warnings == NULL)
+        goto out;
+    int named = PyObject_IsTrue(warnings);
+    if (named < 0)
+        goto out;
+    if (named && ((warned = PyObject_CallOneArg(batch->warned, decision)) == NULL || !PyBytes_Check(warned)))
+        goto out;
+    shape = PyObject_GetAttr(decision, s_shape);
+    if (shape == NULL)
+        goto out;
+    if (shape == Py_None)
+        goto done;
+    PyObject *template = PyDict_GetItemWithError(batch->templates, shape);  /* borrowed */
+    PyObject *rule_part = template == NULL ? NULL : PyDict_GetItemWithError(batch->rules, shape);
+    if (rule_part == NULL || !PyUnicode_Check(rule_part) || !PyTuple_Check(template) || PyTuple_GET_SIZE(template) != 2
+        || !PyBytes_Check(PyTuple_GET_ITEM(template, 1))) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;  /* a shape not seen yet (the Python path keeps it), or one whose template serves no other */
+    }
+    values = PyObject_GetAttr(decision, s_values);
+    if (values == NULL || !PyTuple_Check(values))
+        goto out;
+    batch->slots.values = values;
+    /* EvaluateBatchResult in its container's field 1: { response = 1: EvaluateResponse } */
+    b->len = 0;
+    Py_ssize_t outer = open_field(b, "\x0a", 1);
+    Py_ssize_t inner = outer < 0 ? -1 : open_field(b, "\x0a", 1);
+    if (inner < 0 || put(b, PyBytes_AS_STRING(batch->request_id), PyBytes_GET_SIZE(batch->request_id)) < 0)
+        goto out;
+    if (PyUnicode_GET_LENGTH(id) > 0 && put_string(b, "\x12", id) < 0)
+        goto out;
+    PyObject *body = PyTuple_GET_ITEM(template, 0), *tail = PyTuple_GET_ITEM(template, 1);
+    if (PyBytes_CheckExact(body) ? put(b, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)) : put_template(b, body, &batch->slots, 0))
+        goto out;
+    if (warned != NULL && put(b, PyBytes_AS_STRING(warned), PyBytes_GET_SIZE(warned)) < 0)
+        goto out;
+    if (put(b, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail)) < 0)
+        goto out;
+    close_field(b, inner);
+    close_field(b, outer);
+    entry_bytes = PyBytes_FromStringAndSize(b->data, b->len);
+    if (entry_bytes == NULL)
+        goto out;
+    line = log_line(batch, id, rule_part, monotonic() - start);
+    if (line == NULL || PyList_Append(batch->results, entry_bytes) < 0 || PyList_Append(batch->lines, line) < 0)
+        goto out;
+    rc = 1;
+    goto done;
+left:
+    PyErr_Clear();
+    rc = 0;
+    goto done;
+out:
+    rc = -1;
+done:
+    Py_XDECREF(id);
+    Py_XDECREF(annotations);
+    Py_XDECREF(data);
+    Py_XDECREF(decision);
+    Py_XDECREF(warnings);
+    Py_XDECREF(shape);
+    Py_XDECREF(values);
+    Py_XDECREF(entry_bytes);
+    Py_XDECREF(line);
+    Py_XDECREF(warned);
+    return rc;
+}
+
+static PyObject *
+decide(PyObject *module, PyObject *args)
+{
+    (void)module;
+    Batch batch;
+    Py_ssize_t start, stop;
+    if (!PyArg_ParseTuple(args, "OnnO!O!OnOnO!OSO!O!OOn:decide", &batch.contents, &start, &stop, &PyList_Type, &batch.results,
+                          &PyList_Type, &batch.lines, &batch.evaluate, &batch.limits.max_depth, &batch.limits.too_deep,
+                          &batch.max_id, &PyDict_Type, &batch.templates, &batch.warned, &batch.request_id, &PyDict_Type, &batch.rules,
+                          &PyTuple_Type, &batch.line, &batch.quote, &batch.slots.shown, &batch.slots.max_chars))
+        return NULL;
+    if (PyTuple_GET_SIZE(batch.line) != 4) {
+        PyErr_SetString(PyExc_TypeError, "the log line's parts are (head, between, before_ts, end)");
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(batch.line, i))) {
+            PyErr_SetString(PyExc_TypeError, "the log line's parts are strings");
+            return NULL;
+        }
+    Buffer b = {PyMem_Malloc(2048), 0, 2048};
+    if (b.data == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t i = start;
+    for (; i < stop; i++) {
+        PyObject *content = PySequence_GetItem(batch.contents, i);
+        if (content == NULL)
+            break;
+        int rc = decide_one(&batch, content, &b);
+        Py_DECREF(content);
+        if (rc <= 0)
+            break;
+    }
+    PyMem_Free(b.data);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS,
      "decode(serialised Struct, max_depth, too_deep) -> dict; raises too_deep(max_depth) past max_depth levels"},
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL,
      "fill(template, values, shown, max_chars) -> bytes: a server.wire template with the values in its slots"},
+    {"decide", decide, METH_VARARGS,
+     "decide(contents, start, stop, results, lines, evaluate, max_depth, too_deep, max_id, templates, warnings_field, request_id_field, "
+     "rule_parts, line_parts, quote, shown, max_chars) -> the index of the first item left to Python (stop: none)"},
     {NULL}
 };
 

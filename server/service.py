@@ -47,7 +47,7 @@ from server.convert import TooDeep, policy_info, struct_to_python
 from server.decisionlog import DecisionLog
 from server.gen.pol.v1 import policy_service_pb2 as pb
 from server.state import Live
-from server.wire import Encoder
+from server.wire import MAX_SHOWN_CHARS, Encoder
 
 __all__ = ["Limits", "PolicyService", "REQUEST_ID_KEY", "add_to_server"]
 
@@ -80,6 +80,7 @@ def _status(code: int, message: str, violations: list[tuple[str, str]] | None = 
 
 
 YIELD_EVERY = 0.005  # seconds of a batch's work between yields to the event loop (the GIL's switch interval)
+IN_C_RUN = 64  # items of a batch decided in C between looks at the clock (about 0.2 ms)
 
 
 class _Refused(Exception):
@@ -207,6 +208,23 @@ class PolicyService:
         response = (encoder.result if entry else encoder.response)(decision, shape, request_id, content.id, trace)
         return response, None, self.log.line(decision, shape, request_id, content.id, time.perf_counter() - start, annotations)
 
+    def _in_c(self, ps: engine.PolicySet, names: list[str] | None, request_id: str, contents, results: list, lines: list):
+        """`decide(start, stop)`: a batch's items from `start` decided in C (server/_wire.c), each exactly as
+        `_decide` would, their entries and log lines appended to `results` and `lines`, up to `stop` or the first
+        item that is not usual (bad input, a shape not seen yet, unknown enum values); it returns that item's
+        index. None when the C module is not in use, or log lines go through structlog or carry annotations."""
+        parts = self.log.line_parts(request_id)
+        if wire.C is None or parts is None:
+            return None
+        quote, parts = parts
+        encoder = self._encoder_for(ps)
+        args = (
+            results, lines, ps.evaluator_for(names), self.limits.max_depth, TooDeep, MAX_CONTENT_ID, encoder.templates,
+            encoder.input_warnings_field, encoder.request_id_field(request_id), self.log.rule_parts(ps.hash), parts, quote, engine.Condition.shown, MAX_SHOWN_CHARS,
+        )
+        decide = wire.C.decide
+        return lambda start, stop: decide(contents, start, stop, *args)
+
     # ---- RPCs ---------------------------------------------------------------------------
 
     @_answered
@@ -229,17 +247,24 @@ class PolicyService:
         self._check_policies(ps, request.policies, request_id)
         names, explain = list(request.policies) or None, request.explain
         results, lines = [], []
-        pause = 0.0
-        for i, content in enumerate(contents):
+        fast = None if explain else self._in_c(ps, names, request_id, contents, results, lines)
+        i, n, pause = 0, len(contents), 0.0
+        while i < n:
             if time.perf_counter() >= pause:  # at the first item, then every YIELD_EVERY seconds
                 if _expired(context):
                     raise _Refused(_deadline_exceeded(i), request_id)
                 if i:
                     await asyncio.sleep(0)  # let other calls run; a cancelled call stops here
                 pause = time.perf_counter() + YIELD_EVERY
-            response, error, line = self._decide(ps, content, names, explain, request_id, i, True)
+            if fast is not None:
+                stop = min(n, i + IN_C_RUN)
+                i = fast(i, stop)
+                if i == stop:
+                    continue
+            response, error, line = self._decide(ps, contents[i], names, explain, request_id, i, True)  # one C left to Python
             results.append(response if error is None else _error_result(error))
             lines.append(line)
+            i += 1
         self.log.write(lines)
         return b"".join(results)  # EvaluateBatchResponse: its results, each field 1
 

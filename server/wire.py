@@ -163,9 +163,7 @@ class Encoder:
 
     def _response(self, decision: engine.Decision, shape: tuple | None, request_id: str, content_id: str, trace: dict | None) -> tuple[bytes, bytes, bytes, bytes]:
         """The response's bytes in four parts: request id, content id, up to the input's warnings, from them on."""
-        last = self._request_id  # a batch's items share theirs: encoded once
-        if last[0] != request_id:
-            last = self._request_id = (request_id, _string(_R_REQUEST_ID, request_id))
+        rid = self.request_id_field(request_id)
         if shape is None or trace is not None:
             template, tail, _ = self._template(decision, trace)
         else:
@@ -180,10 +178,27 @@ class Encoder:
             else:
                 template, tail = known
         body = template if type(template) is bytes else fill(template, decision.values)
-        warnings = decision.input_warnings
-        if warnings:
-            tail = b"".join([_field(_R_WARNING, _warning(w)) for w in warnings]) + tail
-        return last[1], _string(_R_CONTENT_ID, content_id), body, tail
+        if decision.input_warnings:
+            tail = self.input_warnings_field(decision) + tail
+        return rid, _string(_R_CONTENT_ID, content_id), body, tail
+
+    @staticmethod
+    def input_warnings_field(decision: engine.Decision) -> bytes:
+        """The response's warnings about the input's unknown enum values, encoded: the first of its warnings."""
+        return b"".join([_field(_R_WARNING, _warning(w)) for w in decision.input_warnings])
+
+    def request_id_field(self, request_id: str) -> bytes:
+        """The response's request_id field, encoded (a batch's items share theirs: encoded once)."""
+        last = self._request_id
+        if last[0] != request_id:
+            last = self._request_id = (request_id, _string(_R_REQUEST_ID, request_id))
+        return last[1]
+
+    @property
+    def templates(self) -> dict[tuple, tuple]:
+        """Decision.shape -> (template, tail): the response after the ids, but for the input's warnings
+        (`_template`); (None, None) for a shape whose template serves no other decision."""
+        return self._templates
 
     def _template(self, decision: engine.Decision, trace: dict | None) -> tuple[tuple | bytes, bytes, bool]:
         """The response after the ids, but for the input's warnings: (up to them, as a template; after them,
@@ -269,19 +284,25 @@ def _fill(template: tuple | bytes, values: tuple) -> bytes:
     return b"".join(out)
 
 
-def _c_fill():
-    """server/_wire.c's `fill`, unless it was not built or POL_PURE_PYTHON=1 asks for the Python (as engine.native)."""
+def _c_module():
+    """server/_wire.c, unless it was not built or POL_PURE_PYTHON=1 asks for the Python (as engine.native)."""
     if os.environ.get("POL_PURE_PYTHON") == "1":
         return None
     try:
-        from server._wire import fill
+        from server import _wire
     except ImportError:  # no C compiler where pip ran
         return None
-    shown = engine.Condition.shown
-    return lambda template, values: fill(template, values, shown, MAX_SHOWN_CHARS)
+    return _wire
 
 
-fill = _c_fill() or _fill
+C = _c_module()
+if C is not None:
+    _shown = engine.Condition.shown
+
+    def fill(template: tuple | bytes, values: tuple) -> bytes:
+        return C.fill(template, values, _shown, MAX_SHOWN_CHARS)
+else:
+    fill = _fill
 
 
 def _rule_parts(j: engine.Justification) -> tuple[bytes, bytes, tuple | None]:

@@ -34,9 +34,9 @@ class Server:
         return self.log.read_text(encoding="utf-8").splitlines()
 
 
-def launch(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30) -> tuple[subprocess.Popen, str]:
-    """`pol serve --address 127.0.0.1:0 ARGS`, stderr into `log`; the process and the address it printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def launch(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`pol serve --address 127.0.0.1:0 ARGS`, stderr into `log`, `env` added to the environment; the process and the address it printed."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--policies", str(policies), "--address", "127.0.0.1:0", *args],
@@ -71,11 +71,11 @@ def serving(channel, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def start_server(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30) -> Server:
+def start_server(log: Path, *args: str, policies: Path | str = "policies", timeout: float = 30, env: dict | None = None) -> Server:
     """`pol serve --address 127.0.0.1:0 ARGS`; read `serving on HOST:PORT`; wait for health SERVING."""
     import grpc
 
-    server = Server(*launch(log, *args, policies=policies, timeout=timeout), log)
+    server = Server(*launch(log, *args, policies=policies, timeout=timeout, env=env), log)
     with grpc.insecure_channel(server.address) as channel:
         if not serving(channel, timeout):
             server.stop()

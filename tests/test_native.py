@@ -31,6 +31,7 @@ C_ONLY = pytest.mark.skipif(native.IMPLEMENTATION != "c", reason="checks the C e
 ENGINE_TESTS = [
     "tests/test_oracle.py", "tests/test_tree.py", "tests/test_decision.py", "tests/test_language_examples.py", "tests/test_fuzz_eval.py",
     "tests/test_server.py",  # and the service, on the Python walk of a request's Struct (server/convert.py)
+    "tests/test_wire.py",  # and the responses, from templates filled in Python
 ]
 
 
@@ -199,3 +200,61 @@ def test_atoms_of_two_literals_are_evaluated_as_written_by_both_implementations(
     values = ps.values({"topic": "b", "n": 1}, "s")
     assert _c.Tree(**kwargs, decision_type=PolicyDecision).match(values) == ((0,), ())
     assert _purepy.Tree(**kwargs, decision_type=_TwinDecision).match(values) == ((0,), ())
+
+
+@pytest.mark.skipif(convert.STRUCT_DECODER != "c", reason="server/_wire.c is not built or not in use")
+def test_a_batch_decided_in_c_answers_and_logs_as_the_python_path(tmp_path):
+    """A batch's usual items, decided in C (server/_wire.c `decide`), get the bytes and log lines the Python path gives.
+
+    The items mix what C decides (no match, matches with observed values, unknown enum values)
+    with what it leaves to Python (bad input, nesting too deep, an id too long, a shape not seen
+    yet), in several calls, so C and Python take turns within one batch.
+    """
+    import random
+
+    import grpc
+    from google.protobuf import struct_pb2
+
+    from server.gen.pol.v1 import policy_service_pb2 as pb
+
+    good = [
+        {"topic": "human_smuggling", "intent": "offer", "labels": ["b", "a"], "author": {"account_age_days": 3}},
+        {"topic": "human_smuggling", "intent": "solicit", "text": "é✓ \u2028 🙂"},
+        {"topic": "migration", "intent": "share_info", "labels": ["illegal_border_crossing"], "language": "x" * 300},
+        {"topic": "organ_trade", "intent": "recruit"},  # unknown enum values
+        {"topic": "weapons", "intent": "other", "mentions_minor": True},
+        {"topic": "human_smuggling", "intent": "offer", "mentions_minor": True, "author": {"account_age_days": 400, "is_verified": True}},
+    ]
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    bad = [{"intent": "offer", "confidence": 0.9}, {"topic": "weapons", "intent": "other", "confidence": "high"}, {"topic": "weapons", "a": deep}]
+    rng = random.Random(7)
+    items = []
+    for i in range(300):
+        annotations = dict(rng.choice(bad)) if i % 7 == 0 else {**rng.choice(good), "confidence": rng.choice([0.0, 0.5, 0.8, 0.95, rng.random()])}
+        s = struct_pb2.Struct()
+        s.update(annotations)
+        content_id = ("c" * 1100) if i == 50 else ("" if i == 60 else f"item-{i}-é")
+        items.append(pb.Content(id=content_id, annotations=s))
+    requests = [pb.EvaluateBatchRequest(contents=items[k:k + 100], request_id=f"req-{k}").SerializeToString() for k in range(0, 300, 100)] * 2
+
+    def answers(env: dict | None) -> tuple[list[bytes], list[dict]]:
+        server = start_server(tmp_path / f"serve-{bool(env)}.log", "--workers", "1", env=env)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                call = channel.unary_unary("/pol.v1.PolicyService/EvaluateBatch", request_serializer=None, response_deserializer=None)
+                responses = [call(r, timeout=30) for r in requests]
+        finally:
+            server.stop()
+        lines = [json.loads(line) for line in server.log_lines() if '"event": "decision"' in line]
+        for line in lines:
+            assert line.pop("timestamp").endswith("Z") and isinstance(line.pop("latency_ms"), float)
+            line.pop("pid", None), line.pop("worker", None)
+        return responses, lines
+
+    in_c, in_python = answers(None), answers({"POL_PURE_PYTHON": "1"})
+    assert in_c[0] == in_python[0]
+    assert in_c[1] == in_python[1] and len(in_c[1]) > 500
+    results = [r for data in in_c[0] for r in pb.EvaluateBatchResponse.FromString(data).results]
+    assert len(results) == 600 and 0 < sum(r.WhichOneof("result") == "error" for r in results) < 150
