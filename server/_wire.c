@@ -603,6 +603,7 @@ typedef struct {
     PyObject *line;          /* (head, between, before_ts, end): the log line's fixed parts */
     PyObject *quote;         /* a str as a JSON string, ASCII only */
     Slots slots;
+    int framed;              /* each response as an EvaluateBatchResult entry (a batch's, or a whole stream message) */
 } Batch;
 
 static double
@@ -736,10 +737,10 @@ decide_one(Batch *batch, PyObject *content, Buffer *b)
     if (values == NULL || !PyTuple_Check(values))
         goto out;
     batch->slots.values = values;
-    /* EvaluateBatchResult in its container's field 1: { response = 1: EvaluateResponse } */
+    /* framed: EvaluateBatchResult in its container's field 1, { response = 1: EvaluateResponse } */
     b->len = 0;
-    Py_ssize_t outer = open_field(b, "\x0a", 1);
-    Py_ssize_t inner = outer < 0 ? -1 : open_field(b, "\x0a", 1);
+    Py_ssize_t outer = batch->framed ? open_field(b, "\x0a", 1) : 0;
+    Py_ssize_t inner = outer < 0 || !batch->framed ? outer : open_field(b, "\x0a", 1);
     if (inner < 0 || put(b, PyBytes_AS_STRING(batch->request_id), PyBytes_GET_SIZE(batch->request_id)) < 0)
         goto out;
     if (PyUnicode_GET_LENGTH(id) > 0 && put_string(b, "\x12", id) < 0)
@@ -751,8 +752,10 @@ decide_one(Batch *batch, PyObject *content, Buffer *b)
         goto out;
     if (put(b, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail)) < 0)
         goto out;
-    close_field(b, inner);
-    close_field(b, outer);
+    if (batch->framed) {
+        close_field(b, inner);
+        close_field(b, outer);
+    }
     entry_bytes = PyBytes_FromStringAndSize(b->data, b->len);
     if (entry_bytes == NULL)
         goto out;
@@ -787,7 +790,7 @@ decide(PyObject *module, PyObject *args)
     (void)module;
     Batch batch;
     Py_ssize_t start, stop;
-    if (!PyArg_ParseTuple(args, "OnnO!O!OnOnO!OSO!O!OOn:decide", &batch.contents, &start, &stop, &PyList_Type, &batch.results,
+    if (!PyArg_ParseTuple(args, "OnnpO!O!OnOnO!OSO!O!OOn:decide", &batch.contents, &start, &stop, &batch.framed, &PyList_Type, &batch.results,
                           &PyList_Type, &batch.lines, &batch.evaluate, &batch.limits.max_depth, &batch.limits.too_deep,
                           &batch.max_id, &PyDict_Type, &batch.templates, &batch.warned, &batch.request_id, &PyDict_Type, &batch.rules,
                           &PyTuple_Type, &batch.line, &batch.quote, &batch.slots.shown, &batch.slots.max_chars))
@@ -826,7 +829,7 @@ static PyMethodDef methods[] = {
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL,
      "fill(template, values, shown, max_chars) -> bytes: a server.wire template with the values in its slots"},
     {"decide", decide, METH_VARARGS,
-     "decide(contents, start, stop, results, lines, evaluate, max_depth, too_deep, max_id, templates, warnings_field, request_id_field, "
+     "decide(contents, start, stop, framed, results, lines, evaluate, max_depth, too_deep, max_id, templates, warnings_field, request_id_field, "
      "rule_parts, line_parts, quote, shown, max_chars) -> the index of the first item left to Python (stop: none)"},
     {NULL}
 };

@@ -208,11 +208,11 @@ class PolicyService:
         response = (encoder.result if entry else encoder.response)(decision, shape, request_id, content.id, trace)
         return response, None, self.log.line(decision, shape, request_id, content.id, time.perf_counter() - start, annotations)
 
-    def _in_c(self, ps: engine.PolicySet, names: list[str] | None, request_id: str, contents, results: list, lines: list):
-        """`decide(start, stop)`: a batch's items from `start` decided in C (server/_wire.c), each exactly as
-        `_decide` would, their entries and log lines appended to `results` and `lines`, up to `stop` or the first
-        item that is not usual (bad input, a shape not seen yet, unknown enum values); it returns that item's
-        index. None when the C module is not in use, or log lines go through structlog or carry annotations."""
+    def _in_c(self, ps: engine.PolicySet, names: list[str] | None, request_id: str, contents, results: list, lines: list, entry: bool = True):
+        """`decide(start, stop)`: items of `contents` from `start` decided in C (server/_wire.c), each exactly as
+        `_decide(..., entry)` would, their responses and log lines appended to `results` and `lines`, up to `stop`
+        or the first item that is not usual (bad input, a shape not seen yet, an id too long); it returns that
+        item's index. None when the C module is not in use, or log lines go through structlog or carry annotations."""
         parts = self.log.line_parts(request_id)
         if wire.C is None or parts is None:
             return None
@@ -223,7 +223,7 @@ class PolicyService:
             encoder.input_warnings_field, encoder.request_id_field(request_id), self.log.rule_parts(ps.hash), parts, quote, engine.Condition.shown, MAX_SHOWN_CHARS,
         )
         decide = wire.C.decide
-        return lambda start, stop: decide(contents, start, stop, *args)
+        return lambda start, stop: decide(contents, start, stop, entry, *args)
 
     # ---- RPCs ---------------------------------------------------------------------------
 
@@ -231,9 +231,14 @@ class PolicyService:
     async def Evaluate(self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext) -> bytes:
         ps, request_id = self._begin(context, request.request_id)
         self._check_policies(ps, request.policies, request_id)
-        response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request_id, None, False)
-        if error is not None:
-            raise _Refused(error, request_id)
+        names, results, lines = list(request.policies) or None, [], []
+        fast = None if request.explain else self._in_c(ps, names, request_id, (request.content,), results, lines, False)
+        if fast is not None and fast(0, 1) == 1:
+            response, line = results[0], lines[0]
+        else:
+            response, error, line = self._decide(ps, request.content, names, request.explain, request_id, None, False)
+            if error is not None:
+                raise _Refused(error, request_id)
         self.log.write([line])
         return response
 
@@ -280,7 +285,12 @@ class PolicyService:
                 if problem is not None:
                     response, error, line = None, _invalid("request_id", problem), None
                 else:
-                    response, error, line = self._decide(ps, request.content, list(request.policies) or None, request.explain, request.request_id or call_id, None, True)
+                    names, request_id, results, lines = list(request.policies) or None, request.request_id or call_id, [], []
+                    fast = None if request.explain else self._in_c(ps, names, request_id, (request.content,), results, lines)
+                    if fast is not None and fast(0, 1) == 1:
+                        response, error, line = results[0], None, lines[0]
+                    else:
+                        response, error, line = self._decide(ps, request.content, names, request.explain, request_id, None, True)
                     self.log.write([line])
                 yield response if error is None else _error_result(error)  # EvaluateStreamResponse: its result, field 1
                 done += 1

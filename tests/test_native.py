@@ -204,7 +204,7 @@ def test_atoms_of_two_literals_are_evaluated_as_written_by_both_implementations(
 
 @pytest.mark.skipif(convert.STRUCT_DECODER != "c", reason="server/_wire.c is not built or not in use")
 def test_a_batch_decided_in_c_answers_and_logs_as_the_python_path(tmp_path):
-    """A batch's usual items, decided in C (server/_wire.c `decide`), get the bytes and log lines the Python path gives.
+    """Usual items decided in C (server/_wire.c `decide`) get the bytes and log lines the Python path gives: batch, unary, stream.
 
     The items mix what C decides (no match, matches with observed values, unknown enum values)
     with what it leaves to Python (bad input, nesting too deep, an id too long, a shape not seen
@@ -245,6 +245,15 @@ def test_a_batch_decided_in_c_answers_and_logs_as_the_python_path(tmp_path):
             with grpc.insecure_channel(server.address) as channel:
                 call = channel.unary_unary("/pol.v1.PolicyService/EvaluateBatch", request_serializer=None, response_deserializer=None)
                 responses = [call(r, timeout=30) for r in requests]
+                one = channel.unary_unary("/pol.v1.PolicyService/Evaluate", request_serializer=None, response_deserializer=None)
+                for i, content in enumerate(items[:70]):
+                    try:
+                        responses.append(one(pb.EvaluateRequest(content=content, request_id=f"one-{i}").SerializeToString(), timeout=30))
+                    except grpc.RpcError as e:
+                        responses.append(f"{e.code()}: {e.details()}".encode())
+                stream = channel.stream_stream("/pol.v1.PolicyService/EvaluateStream", request_serializer=None, response_deserializer=None)
+                messages = (pb.EvaluateStreamRequest(request=pb.EvaluateRequest(content=c, request_id=f"s-{i}")).SerializeToString() for i, c in enumerate(items[:70]))
+                responses.extend(stream(messages, timeout=30))
         finally:
             server.stop()
         lines = [json.loads(line) for line in server.log_lines() if '"event": "decision"' in line]
@@ -255,6 +264,6 @@ def test_a_batch_decided_in_c_answers_and_logs_as_the_python_path(tmp_path):
 
     in_c, in_python = answers(None), answers({"POL_PURE_PYTHON": "1"})
     assert in_c[0] == in_python[0]
-    assert in_c[1] == in_python[1] and len(in_c[1]) > 500
-    results = [r for data in in_c[0] for r in pb.EvaluateBatchResponse.FromString(data).results]
+    assert in_c[1] == in_python[1] and len(in_c[1]) > 600
+    results = [r for data in in_c[0][:6] for r in pb.EvaluateBatchResponse.FromString(data).results]
     assert len(results) == 600 and 0 < sum(r.WhichOneof("result") == "error" for r in results) < 150
