@@ -222,13 +222,37 @@ valid_text(PyObject *s)
     return 1;
 }
 
+/* The object holding the last field looked up, and its path: a schema's fields of one
+ * object are consecutive, so each but the first finds it here. */
+typedef struct {
+    PyObject *obj;        /* borrowed; NULL: none */
+    PyObject **path;
+    Py_ssize_t depth;     /* of the holder: the field's depth - 1 */
+} Holder;
+
 /* The field's raw value (borrowed), NULL when absent. Sets *slow when an object on the
  * way is not an object; returns NULL with an exception set only on a real error. */
 static PyObject *
-field_lookup(PyObject *a, FieldSpec *f, int *slow)
+field_lookup(PyObject *a, FieldSpec *f, int *slow, Holder *holder)
 {
     PyObject *obj = a;
-    for (Py_ssize_t i = 0; i < f->depth; i++) {
+    Py_ssize_t start = 0;
+    if (f->depth > 1 && holder->obj != NULL && holder->depth == f->depth - 1) {
+        start = f->depth - 1;
+        for (Py_ssize_t i = 0; i < start; i++)
+            if (holder->path[i] != f->path[i]) {
+                start = 0;
+                break;
+            }
+        if (start)
+            obj = holder->obj;
+    }
+    for (Py_ssize_t i = start; i < f->depth; i++) {
+        if (i == f->depth - 1 && i > 0) {
+            holder->obj = obj;
+            holder->path = f->path;
+            holder->depth = i;
+        }
         obj = PyDict_GetItemWithError(obj, f->path[i]);
         if (obj == NULL || obj == Py_None)
             return NULL;
@@ -255,16 +279,22 @@ strings(PyObject *list, FieldSpec *f)
                 return NULL;  /* an unknown value (a warning) or an error: the slow path says */
         }
     }
+    if (n == 0 && f->kind == K_STRINGS_SET) {  /* immutable: one empty set serves every input */
+        static PyObject *empty = NULL;
+        if (empty == NULL && (empty = PyFrozenSet_New(NULL)) == NULL)
+            return NULL;
+        return Py_NewRef(empty);
+    }
     return f->kind == K_STRINGS_SET ? PyFrozenSet_New(list) : PyList_AsTuple(list);
 }
 
 /* The value of one field (new reference); NULL without an exception: slow path. An enum
  * value the schema does not declare is kept, with a (field, value) warning in *warns. */
 static PyObject *
-field_value(PyObject *a, FieldSpec *f, PyObject **warns)
+field_value(PyObject *a, FieldSpec *f, PyObject **warns, Holder *holder)
 {
     int slow = 0;
-    PyObject *v = field_lookup(a, f, &slow);
+    PyObject *v = field_lookup(a, f, &slow, holder);
     if (v == NULL) {
         if (slow || PyErr_Occurred())
             return NULL;
@@ -345,8 +375,9 @@ validate_fast(Validator *self, PyObject *a, PyObject **warns)
     PyObject *values = PyTuple_New(self->n);
     if (values == NULL)
         return NULL;
+    Holder holder = {NULL, NULL, 0};
     for (Py_ssize_t i = 0; i < self->n; i++) {
-        PyObject *v = field_value(a, &self->fields[i], warns);
+        PyObject *v = field_value(a, &self->fields[i], warns, &holder);
         if (v == NULL) {
             Py_DECREF(values);
             Py_CLEAR(*warns);
@@ -1142,6 +1173,7 @@ typedef struct {
     PyObject *hash;
     PyTypeObject *decision_type;
     PyObject *empty;
+    PyObject *named;  /* (annotations, policies) -> Decision: when policies are named; NULL: none */
 } Evaluator;
 
 static void
@@ -1153,6 +1185,7 @@ evaluator_dealloc(Evaluator *self)
     Py_XDECREF(self->hash);
     Py_XDECREF(self->decision_type);
     Py_XDECREF(self->empty);
+    Py_XDECREF(self->named);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1161,11 +1194,15 @@ static PyObject *evaluator_call(Evaluator *self, PyObject *const *args, size_t n
 static PyObject *
 evaluator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"validator", "trees", "compiled", "hash", "decision_type", NULL};
-    PyObject *validator, *trees, *compiled, *hash, *decision_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!UO!:Evaluator", kwlist, &ValidatorType, &validator, &PyTuple_Type,
-                                     &trees, &PyTuple_Type, &compiled, &hash, &PyType_Type, &decision_type))
+    static char *kwlist[] = {"validator", "trees", "compiled", "hash", "decision_type", "named", NULL};
+    PyObject *validator, *trees, *compiled, *hash, *decision_type, *named = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!UO!|O:Evaluator", kwlist, &ValidatorType, &validator, &PyTuple_Type,
+                                     &trees, &PyTuple_Type, &compiled, &hash, &PyType_Type, &decision_type, &named))
         return NULL;
+    if (named != Py_None && !PyCallable_Check(named)) {
+        PyErr_SetString(PyExc_TypeError, "named must be callable, or None");
+        return NULL;
+    }
     if (PyTuple_GET_SIZE(trees) != PyTuple_GET_SIZE(compiled) || PyTuple_GET_SIZE(trees) == 0) {
         PyErr_SetString(PyExc_ValueError, "one tree per compiled policy, at least one");
         return NULL;
@@ -1187,6 +1224,7 @@ evaluator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->compiled = Py_NewRef(compiled);
     self->hash = Py_NewRef(hash);
     self->decision_type = (PyTypeObject *)Py_NewRef(decision_type);
+    self->named = named == Py_None ? NULL : Py_NewRef(named);
     self->vectorcall = (vectorcallfunc)evaluator_call;
     self->empty = PyTuple_New(0);
     if (self->empty == NULL) {
@@ -1199,11 +1237,33 @@ evaluator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyObject *
 evaluator_call(Evaluator *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "Evaluator takes exactly one argument, the annotations");
+    static PyObject *policies_str = NULL;
+    if (policies_str == NULL && (policies_str = PyUnicode_InternFromString("policies")) == NULL)
+        return NULL;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *names = nargs == 2 ? args[1] : NULL;
+    int ok = nargs >= 1 && nargs <= 2 && nkw <= 1;
+    if (ok && nkw == 1) {
+        ok = names == NULL && PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), policies_str) == 0;
+        names = args[nargs];
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "evaluate(annotations, policies=None)");
         return NULL;
     }
     PyObject *a = args[0];
+    if (names != NULL && names != Py_None) {  /* some policies, by name: the general path decides */
+        int some = PyObject_IsTrue(names);
+        if (some < 0)
+            return NULL;
+        if (some) {
+            if (self->named == NULL) {
+                PyErr_SetString(PyExc_TypeError, "this evaluator decides with every policy only");
+                return NULL;
+            }
+            return PyObject_CallFunctionObjArgs(self->named, a, names, NULL);
+        }
+    }
     /* the unknown enum values, as (field, value) pairs: Decision.warnings words them when read */
     PyObject *input_warnings;
     PyObject *values = validate_fast(self->validator, a, &input_warnings);
@@ -1255,7 +1315,8 @@ done:
 static PyTypeObject EvaluatorType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "engine._native.Evaluator",
-    .tp_doc = "Evaluator(validator, trees, compiled, hash, decision_type)(annotations) -> Decision",
+    .tp_doc = "Evaluator(validator, trees, compiled, hash, decision_type, named=None)(annotations, policies=None) -> Decision;\n"
+              "with policies named, named(annotations, policies) decides",
     .tp_basicsize = sizeof(Evaluator),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = evaluator_new,

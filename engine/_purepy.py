@@ -221,25 +221,29 @@ def _node(node: tuple, atoms: list) -> Callable[[tuple, list, list, list], None]
 
 
 class Evaluator:
-    __slots__ = ("_compiled", "_hash", "_trees", "_type", "_validator")
+    __slots__ = ("_compiled", "_hash", "_named", "_trees", "_type", "_validator")
 
-    def __init__(self, validator: Validator, trees: tuple, compiled: tuple, hash: str, decision_type: type) -> None:
+    def __init__(self, validator: Validator, trees: tuple, compiled: tuple, hash: str, decision_type: type, named: Callable | None = None) -> None:
         if len(trees) != len(compiled) or not trees:
             raise ValueError("one tree per compiled policy, at least one")
         if not issubclass(decision_type, DecisionCore):
             raise TypeError("decision_type must subclass DecisionCore")
         self._validator, self._trees, self._compiled, self._hash = validator, trees, compiled, hash
-        self._type = decision_type
+        self._type, self._named = decision_type, named
 
-    def __call__(self, annotations: object) -> DecisionCore:
+    def __call__(self, annotations: object, policies: object = None) -> DecisionCore:
+        if policies:
+            if self._named is None:
+                raise TypeError("this evaluator decides with every policy only")
+            return self._named(annotations, policies)
         values, warns = self._validator(annotations)
-        policies, top, best = [], None, -1
+        decided, top, best = [], None, -1
         for tree, compiled in zip(self._trees, self._compiled):
             pd, severity = tree._settle(compiled, values)
-            policies.append(pd)
+            decided.append(pd)
             if severity > best:
                 top, best = pd, severity
         d = self._type.__new__(self._type)
-        d.verdict, d.policies, d.policy_set_hash = top.verdict, tuple(policies), self._hash
+        d.verdict, d.policies, d.policy_set_hash = top.verdict, tuple(decided), self._hash
         d._input_warnings, d._top, d._built = warns or (), top, None
         return d

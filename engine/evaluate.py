@@ -322,9 +322,10 @@ def decide_policy(policy: CompiledPolicy, values: tuple) -> PolicyDecision:
     return policy.decide.settle(policy, values)
 
 
-def evaluator(validator: native.Validator, policies: tuple[CompiledPolicy, ...], policy_set_hash: str) -> native.Evaluator:
-    """annotations -> Decision of every policy in `policies` (all of one schema), in one call to `engine.native`."""
-    return native.Evaluator(validator, tuple(p.decide for p in policies), policies, policy_set_hash, Decision)
+def evaluator(validator: native.Validator, policies: tuple[CompiledPolicy, ...], policy_set_hash: str, named: Callable | None = None) -> native.Evaluator:
+    """(annotations, policies=None) -> Decision of every policy in `policies` (all of one schema), in one call to
+    `engine.native`; with policies named, `named(annotations, policies)` decides."""
+    return native.Evaluator(validator, tuple(p.decide for p in policies), policies, policy_set_hash, Decision, named)
 
 
 def _enum_warnings(warns: Sequence[tuple[str, str]]) -> tuple[DecisionWarning, ...]:

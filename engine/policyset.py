@@ -71,6 +71,25 @@ class CheckResult:
         return [d for d in self.diagnostics if not d.is_error]
 
 
+def _evaluate(compiled: Mapping[str, CompiledPolicy], validators: Mapping[str, object], policy_set_hash: str, annotations: object, policies: Sequence[str] | None = None) -> Decision:
+    """`PolicySet.evaluate`, policy by policy: for named policies, and sets of several schemas."""
+    decisions = []
+    validated: dict[str, tuple] = {}
+    input_warnings: list[tuple[str, str]] = []
+    for name in policies or sorted(compiled):
+        p = compiled.get(name)
+        if p is None:
+            raise UnknownPolicyError(name, compiled)
+        values = validated.get(p.schema)
+        if values is None:
+            values, warns = validators[p.schema](annotations)
+            validated[p.schema] = values
+            if warns:
+                input_warnings.extend(warns)
+        decisions.append(decide_policy(p, values))
+    return Decision(tuple(decisions), policy_set_hash, input_warnings)
+
+
 class PolicySet:
     """Immutable compiled policies; `evaluate` is pure and thread-safe."""
 
@@ -90,14 +109,18 @@ class PolicySet:
         self.diagnostics = diagnostics
         self._validators = {name: compile_validator(s) for name, s in program.schemas.items()}
         self._order = tuple(sorted(policies))
-        self._plan = self._plan_for(self._order)
-        self._all = tuple(p for p, _ in self._plan)
-        self._evaluate_all = self._evaluator()
+        self._bind()
 
-    def _evaluator(self):
-        """Every policy's decision in one C call, when they share one schema (the usual set)."""
-        schemas = {schema for _, schema in self._plan}
-        return evaluator(self._validators[schemas.pop()], self._all, self.hash) if len(schemas) == 1 else None
+    def _bind(self) -> None:
+        """Give the set its own `evaluate`: the C evaluator of every policy when they share one schema
+        (the usual set), which hands named policies to `_evaluate`; else `_evaluate`. Neither holds a
+        reference to the set, so a replaced set is freed at once."""
+        named = functools.partial(_evaluate, self.policies, self._validators, self.hash)
+        schemas = {p.schema for p in self.policies.values()}
+        if len(schemas) == 1:
+            self.evaluate = evaluator(self._validators[schemas.pop()], tuple(self.policies[n] for n in self._order), self.hash, named)
+        else:
+            self.evaluate = named
 
     @property
     def policy_names(self) -> tuple[str, ...]:
@@ -108,41 +131,20 @@ class PolicySet:
 
         Raises `InputError` naming each field that breaks a schema, and
         `UnknownPolicyError` for a policy name that is not loaded.
+
+        Each set replaces this method with its own evaluator (`_bind`): the same function,
+        called from the caller straight into C, as a Python method in between cost 15% of a
+        decision.
         """
-        if not policies and self._evaluate_all is not None:
-            return self._evaluate_all(annotations)
-        plan = self._plan if not policies else self._plan_for(policies)
-        decisions = []
-        validated: dict[str, tuple] = {}
-        input_warnings: list[tuple[str, str]] = []
-        for p, schema in plan:
-            values = validated.get(schema)
-            if values is None:
-                values, warns = self._validators[schema](annotations)
-                validated[schema] = values
-                if warns:
-                    input_warnings.extend(warns)
-            decisions.append(decide_policy(p, values))
-        return Decision(tuple(decisions), self.hash, input_warnings)
+        return self.evaluate(annotations, policies)  # the instance's own
 
     def evaluator_for(self, policies: Sequence[str] | None = None) -> Callable[[object], Decision]:
-        """`evaluate` with `policies` bound: the one-call evaluator of every policy itself, when it is that."""
-        if not policies and self._evaluate_all is not None:
-            return self._evaluate_all
-        return functools.partial(self.evaluate, policies=policies)
+        """`evaluate` with `policies` bound: the evaluator itself, when all are decided."""
+        return self.evaluate if not policies else functools.partial(self.evaluate, policies=policies)
 
     def values(self, annotations: object, schema: str) -> tuple:
         """`annotations` validated against `schema`: the field values in schema order, as policies see them."""
         return self._validators[schema](annotations)[0]
-
-    def _plan_for(self, names: Sequence[str]) -> tuple[tuple[CompiledPolicy, str], ...]:
-        plan = []
-        for name in names:
-            p = self.policies.get(name)
-            if p is None:
-                raise UnknownPolicyError(name, self.policies)
-            plan.append((p, p.schema))
-        return tuple(plan)
 
     def instrumented(self, policy: str, tick) -> PolicySet:
         """A copy whose `policy` reports each atom evaluation to `tick(atom_id, value)`."""
@@ -152,9 +154,7 @@ class PolicySet:
         counted = CompiledPolicy(**{k: getattr(p, k) for k in p.__dataclass_fields__})
         counted.decide = make_tree(counted, len(self.schemas[p.schema].fields), tick)
         clone.policies = {**self.policies, policy: counted}
-        clone._plan = clone._plan_for(clone._order)
-        clone._all = tuple(p for p, _ in clone._plan)
-        clone._evaluate_all = clone._evaluator()
+        clone._bind()
         return clone
 
 

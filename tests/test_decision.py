@@ -152,3 +152,30 @@ def test_same_set_and_input_give_identical_decisions_in_two_processes(tmp_path):
         outputs.append(out.stdout)
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])[0]["verdict"] == "remove"
+
+
+def test_a_policy_set_is_freed_as_soon_as_it_is_dropped(shipped):
+    """A set's evaluator holds no reference back to it: a set a reload replaces is freed at once, not by the collector."""
+    import gc
+    import weakref
+
+    ps = engine.compile_sources(dict(shipped.files)).policy_set
+    ps.evaluate({"topic": "migration", "intent": "other", "confidence": 0.5}, ["human_smuggling"])
+    gone = weakref.ref(ps)
+    gc.disable()
+    try:
+        del ps
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_evaluate_takes_the_policies_by_position_or_name(two):
+    """`evaluate(a, names)` and `evaluate(a, policies=names)` decide alike; no names, or none, means every policy."""
+    a = {"topic": "human_smuggling", "intent": "offer", "confidence": 0.9}
+    everything = two.evaluate(a).to_dict()
+    assert two.evaluate(a, None).to_dict() == two.evaluate(a, []).to_dict() == two.evaluate(a, policies=()).to_dict() == everything
+    one = two.evaluate(a, policies=[two.policy_names[0]])
+    assert one.to_dict() == two.evaluate(a, [two.policy_names[0]]).to_dict() and len(one.policies) == 1
+    with pytest.raises(TypeError):
+        two.evaluate(a, [two.policy_names[0]], extra=1)
