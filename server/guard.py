@@ -15,7 +15,10 @@
   service's `Watch`, which load balancers keep open on every connection) are not counted.
 
 Every handler behind the guard is a coroutine function or an async generator function,
-and request-streaming ones read their requests from the iterator they are given.
+and request-streaming ones read their requests from the iterator they are given. A
+request-streaming handler marked with `checks_requests` gets the stream as it comes, a
+`Malformed` item included, and ends the call at one itself: a wrapping generator around
+every item of a stream cost 3% of a streamed decision.
 
 `MemoryTrim` hands freed memory back to the operating system: after a burst of large
 requests the process otherwise keeps hundreds of megabytes of free heap in glibc's
@@ -141,11 +144,17 @@ class Guard(grpc.aio.ServerInterceptor):
                 await hold(context)
             return _checked(requests, context)
 
+        async def held(requests, context):
+            if hold is not None:
+                await hold(context)
+            return requests
+
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, one), parse, send)
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, stream), parse, send)
-        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, stream), parse, send)
+        behavior = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(_wrap(behavior, held if getattr(behavior, "checks_requests", False) else stream), parse, send)
 
 
 class MemoryTrim:
