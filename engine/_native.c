@@ -183,12 +183,25 @@ static PyTypeObject DecisionCoreType = {
 
 enum { K_STRING, K_ENUM, K_INT, K_FLOAT, K_BOOL, K_STRINGS_LIST, K_STRINGS_SET, K_OTHER };
 
+/* An enum's values, by their Python hash, each with its place in the declaration (the
+ * ordinal dispatch nodes index by) and, when short, its text: with thousands of values,
+ * a lookup reads one entry and neither the value's string nor a dict's index. */
+#define INLINE_TEXT 8
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key;      /* borrowed from the spec; NULL: empty */
+    int32_t ordinal;
+    int32_t length;     /* of `text`, when the value is 1-byte text of at most INLINE_TEXT; else -1 */
+    char text[INLINE_TEXT];
+} EnumEntry;
+
 typedef struct {
     Py_ssize_t depth;
     PyObject **path;   /* borrowed from the spec */
     int kind;
-    PyObject *values;  /* K_ENUM: {value: value}, so the schema's own string is kept (dispatch then
-                          finds it by identity); lists of enums: a frozenset; else NULL */
+    PyObject *values;  /* K_ENUM: the declared values, a tuple; lists of enums: a frozenset; else NULL */
+    EnumEntry *enums;  /* K_ENUM: the values' table */
+    size_t mask;       /* its size - 1 */
     PyObject *dflt;    /* the default, or NULL */
     int optional;
     PyObject *dotted;  /* the field's name, for warnings */
@@ -220,6 +233,76 @@ valid_text(PyObject *s)
             return 0;
     }
     return 1;
+}
+
+static int
+enum_table(FieldSpec *f)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(f->values);
+    if (n > INT32_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "too many enum values");
+        return -1;
+    }
+    size_t size = 8;
+    while (size < 2 * (size_t)n)
+        size *= 2;
+    f->mask = size - 1;
+    f->enums = PyMem_Calloc(size, sizeof(EnumEntry));
+    if (f->enums == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyTuple_GET_ITEM(f->values, i);
+        if (!PyUnicode_CheckExact(key)) {
+            PyErr_SetString(PyExc_ValueError, "enum values must be strings");
+            return -1;
+        }
+        Py_hash_t hash = PyObject_Hash(key);
+        if (hash == -1)
+            return -1;
+        size_t j = (size_t)hash & f->mask;
+        for (; f->enums[j].key != NULL; j = (j + 1) & f->mask)
+            if (PyUnicode_Compare(f->enums[j].key, key) == 0) {
+                PyErr_SetString(PyExc_ValueError, "enum values must be distinct");
+                return -1;
+            }
+        EnumEntry *e = &f->enums[j];
+        *e = (EnumEntry){hash, key, (int32_t)i, -1, {0}};
+        if (PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND && PyUnicode_GET_LENGTH(key) <= INLINE_TEXT) {
+            e->length = (int32_t)PyUnicode_GET_LENGTH(key);
+            memcpy(e->text, PyUnicode_DATA(key), (size_t)e->length);
+        }
+    }
+    return 0;
+}
+
+/* The ordinal of the declared value `v` (an exact str) of an enum field, or -1. */
+static int32_t
+enum_ordinal(FieldSpec *f, PyObject *v)
+{
+    Py_hash_t hash = PyObject_Hash(v);
+    if (hash == -1) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t length = PyUnicode_GET_LENGTH(v);
+    int short_text = PyUnicode_KIND(v) == PyUnicode_1BYTE_KIND && length <= INLINE_TEXT;
+    for (size_t j = (size_t)hash & f->mask;; j = (j + 1) & f->mask) {
+        EnumEntry *e = &f->enums[j];
+        if (e->key == NULL)
+            return -1;
+        if (e->key == v)
+            return e->ordinal;
+        if (e->hash != hash)
+            continue;
+        if (e->length >= 0 || short_text) {  /* short 1-byte text on either side: the inline text decides */
+            if (short_text && e->length == length && memcmp(e->text, PyUnicode_DATA(v), (size_t)length) == 0)
+                return e->ordinal;
+        }
+        else if (PyUnicode_Compare(e->key, v) == 0)
+            return e->ordinal;
+    }
 }
 
 /* The object holding the last field looked up, and its path: a schema's fields of one
@@ -291,7 +374,7 @@ strings(PyObject *list, FieldSpec *f)
 /* The value of one field (new reference); NULL without an exception: slow path. An enum
  * value the schema does not declare is kept, with a (field, value) warning in *warns. */
 static PyObject *
-field_value(PyObject *a, FieldSpec *f, PyObject **warns, Holder *holder)
+field_value(PyObject *a, FieldSpec *f, PyObject **warns, Holder *holder, int32_t *ordinal)
 {
     int slow = 0;
     PyObject *v = field_lookup(a, f, &slow, holder);
@@ -308,10 +391,10 @@ field_value(PyObject *a, FieldSpec *f, PyObject **warns, Holder *holder)
     case K_ENUM: {
         if (!PyUnicode_CheckExact(v))
             return NULL;
-        PyObject *canonical = PyDict_GetItemWithError(f->values, v);
-        if (canonical != NULL)
-            return Py_NewRef(canonical);
-        if (PyErr_Occurred() || PyUnicode_GET_LENGTH(v) > MAX_ECHO || !valid_text(v))
+        *ordinal = enum_ordinal(f, v);
+        if (*ordinal >= 0)
+            return Py_NewRef(v);
+        if (PyUnicode_GET_LENGTH(v) > MAX_ECHO || !valid_text(v))
             return NULL;  /* the slow path cuts long values short, and rejects broken text */
         if (*warns == NULL && (*warns = PyList_New(0)) == NULL)
             return NULL;
@@ -365,9 +448,10 @@ field_value(PyObject *a, FieldSpec *f, PyObject **warns, Holder *holder)
 }
 
 /* The values tuple (and in *warns, a list of unknown enum values or NULL), or NULL: with an
- * exception set on error, without one for the slow path. */
+ * exception set on error, without one for the slow path. `ordinals`, when not NULL, gets each
+ * field's enum ordinal, -1 for any other field or value. */
 static PyObject *
-validate_fast(Validator *self, PyObject *a, PyObject **warns)
+validate_fast(Validator *self, PyObject *a, PyObject **warns, int32_t *ordinals)
 {
     *warns = NULL;
     if (!PyDict_CheckExact(a))
@@ -377,7 +461,10 @@ validate_fast(Validator *self, PyObject *a, PyObject **warns)
         return NULL;
     Holder holder = {NULL, NULL, 0};
     for (Py_ssize_t i = 0; i < self->n; i++) {
-        PyObject *v = field_value(a, &self->fields[i], warns, &holder);
+        int32_t ordinal = -1;
+        PyObject *v = field_value(a, &self->fields[i], warns, &holder, &ordinal);
+        if (ordinals != NULL)
+            ordinals[i] = ordinal;
         if (v == NULL) {
             Py_DECREF(values);
             Py_CLEAR(*warns);
@@ -395,7 +482,7 @@ static PyObject *
 validate(Validator *self, PyObject *a)
 {
     PyObject *warns;
-    PyObject *values = validate_fast(self, a, &warns);
+    PyObject *values = validate_fast(self, a, &warns, NULL);
     if (values != NULL) {
         PyObject *out = PyTuple_Pack(2, values, warns != NULL ? warns : Py_None);
         Py_DECREF(values);
@@ -418,6 +505,8 @@ validator_dealloc(Validator *self)
 {
     if (self->weakreflist != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
+    for (Py_ssize_t i = 0; self->fields != NULL && i < self->n; i++)
+        PyMem_Free(self->fields[i].enums);
     PyMem_Free(self->fields);
     Py_XDECREF(self->spec);
     Py_XDECREF(self->fallback);
@@ -459,10 +548,14 @@ validator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         f->dflt = has_default ? dflt : NULL;
         f->optional = optional;
         f->dotted = dotted;
-        if (f->depth == 0 || kind < K_STRING || kind > K_OTHER || (kind == K_ENUM && (f->values == NULL || !PyDict_CheckExact(f->values)))
-            || (kind != K_ENUM && f->values != NULL && !PyFrozenSet_CheckExact(f->values))) {
+        if (f->depth == 0 || kind < K_STRING || kind > K_OTHER || (kind == K_ENUM && (f->values == NULL || !PyTuple_CheckExact(f->values)))
+            || (kind != K_ENUM && f->values != NULL && !PyFrozenSet_CheckExact(f->values))
+            || (kind == K_ENUM && enum_table(f) < 0)) {
             Py_DECREF(self);
-            PyErr_Format(PyExc_ValueError, "bad field spec at %zd", i);
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "bad field spec at %zd", i);
+            }
             return NULL;
         }
     }
@@ -517,6 +610,7 @@ typedef struct Cond {
 typedef struct {
     Py_ssize_t rule;
     int has_cond;    /* 0: nothing left to check */
+    int rank;        /* the rule's rank (RuleData): carried with a match, so settling reads no rule's data */
     Cond cond;
 } Check;
 
@@ -535,16 +629,28 @@ typedef struct {
     int severity;       /* the verdict's severity, shadow or not */
 } RuleData;
 
+/* One cache line: with thousands of rules, the branch a dispatch takes is rarely in cache, and
+ * a leaf's kind, count and single check are all a decision reads of it. */
 typedef struct Node {
-    int kind;
-    Py_ssize_t nchecks, nkids;
-    Check *checks;        /* N_LEAF: `one` when there is a single check (the usual leaf) */
-    Check one;
-    Py_ssize_t field;     /* N_DISPATCH: the field looked up */
-    size_t mask;          /* N_DISPATCH: entries - 1, a power of two minus one */
-    Entry *entries;
-    struct Node *kids;    /* N_DISPATCH branches, N_SEQ children */
+    int32_t kind;
+    int32_t n;                  /* N_LEAF: checks; N_DISPATCH and N_SEQ: children */
+    union {
+        struct {
+            Check *checks;      /* `one` when there is a single check (the usual leaf) */
+            Check one;
+        } leaf;
+        struct {
+            struct Node *kids;  /* N_DISPATCH branches, N_SEQ children: NODE_ALIGN-aligned */
+            Py_ssize_t field;   /* N_DISPATCH: the field looked up */
+            int32_t *by_ordinal;  /* N_DISPATCH on an enum field: the branch of each declared value, or -1; else NULL */
+            Py_ssize_t nordinals;
+            size_t mask;        /* N_DISPATCH: entries - 1, a power of two minus one */
+            Entry *entries;
+        } branch;
+    };
 } Node;
+
+#define NODE_ALIGN 64
 
 typedef struct {
     PyObject_HEAD
@@ -552,9 +658,10 @@ typedef struct {
     Py_ssize_t natoms, nslots, nrules, nfields;
     AtomSpec *atoms;
     Node root;
-    RuleData *rules;      /* per rule, in one array: with thousands of rules, one cache miss, not four */
+    RuleData *rules;      /* per rule: read while building (a match carries its rank; a severity names its verdict) */
     PyObject *otherwise_verdict;
     int otherwise_severity;
+    PyObject *verdict_of[3];  /* borrowed: the verdict of each severity (a rank is a severity), NULL if no rule has it */
     int first_match;
     PyObject *tick;       /* NULL, or tick(atom_id, value) -> value: counts evaluations in tests */
     PyTypeObject *pd_type;
@@ -574,18 +681,37 @@ cond_free(Cond *c)
 static void
 node_free(Node *node)
 {
-    if (node->checks != NULL) {
-        for (Py_ssize_t i = 0; i < node->nchecks; i++)
-            cond_free(&node->checks[i].cond);
-        if (node->checks != &node->one)
-            PyMem_Free(node->checks);
+    if (node->kind == N_LEAF) {
+        if (node->leaf.checks != NULL) {
+            for (Py_ssize_t i = 0; i < node->n; i++)
+                cond_free(&node->leaf.checks[i].cond);
+            if (node->leaf.checks != &node->leaf.one)
+                PyMem_Free(node->leaf.checks);
+        }
+        return;
     }
-    PyMem_Free(node->entries);
-    if (node->kids != NULL) {
-        for (Py_ssize_t i = 0; i < node->nkids; i++)
-            node_free(&node->kids[i]);
-        PyMem_Free(node->kids);
+    if (node->kind != N_DISPATCH && node->kind != N_SEQ)
+        return;  /* a kind the spec got wrong: nothing was made */
+    PyMem_Free(node->branch.entries);
+    PyMem_Free(node->branch.by_ordinal);
+    if (node->branch.kids != NULL) {
+        for (Py_ssize_t i = 0; i < node->n; i++)
+            node_free(&node->branch.kids[i]);
+        free(node->branch.kids);
     }
+}
+
+_Static_assert(sizeof(Node) <= NODE_ALIGN, "a node fits a cache line");
+
+/* `n` nodes, zeroed, each on a cache line of its own. */
+static Node *
+nodes_new(Py_ssize_t n)
+{
+    size_t size = (size_t)(n ? n : 1) * NODE_ALIGN;
+    Node *out = aligned_alloc(NODE_ALIGN, size);
+    if (out != NULL)
+        memset(out, 0, size);
+    return out;
 }
 
 /* ---- building from the spec Python made (engine/native.py) ---- */
@@ -651,7 +777,8 @@ build_cond(Tree *t, PyObject *spec, Cond *c)
 static int
 build_node(Tree *t, PyObject *spec, Node *node)
 {
-    /* (N_LEAF, ((rule, cond | None), ...)) | (N_DISPATCH, field, {value: kid}, (node, ...)) | (N_SEQ, (node, ...)) */
+    /* (N_LEAF, ((rule, cond | None), ...)) | (N_DISPATCH, field, {value: kid}, (node, ...), (kid | -1 by enum ordinal, ...) | None)
+     * | (N_SEQ, (node, ...)) */
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) < 2)
         return bad_spec("node");
     node->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
@@ -660,13 +787,15 @@ build_node(Tree *t, PyObject *spec, Node *node)
         PyObject *checks = PyTuple_GET_ITEM(spec, 1);
         if (!PyTuple_CheckExact(checks))
             return bad_spec("leaf");
-        node->nchecks = PyTuple_GET_SIZE(checks);
-        node->checks = node->nchecks == 1 ? &node->one : PyMem_Calloc(node->nchecks ? node->nchecks : 1, sizeof(Check));
-        if (node->checks == NULL) {
+        if (PyTuple_GET_SIZE(checks) > INT32_MAX)
+            return bad_spec("leaf size");
+        node->n = (int32_t)PyTuple_GET_SIZE(checks);
+        node->leaf.checks = node->n == 1 ? &node->leaf.one : PyMem_Calloc(node->n ? node->n : 1, sizeof(Check));
+        if (node->leaf.checks == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        for (Py_ssize_t i = 0; i < node->nchecks; i++) {
+        for (Py_ssize_t i = 0; i < node->n; i++) {
             PyObject *check = PyTuple_GET_ITEM(checks, i);
             if (!PyTuple_CheckExact(check) || PyTuple_GET_SIZE(check) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(check, 0)))
                 return bad_spec("check");
@@ -674,20 +803,21 @@ build_node(Tree *t, PyObject *spec, Node *node)
             Py_ssize_t r = PyLong_AsSsize_t(rule);
             if (r < 0 || r >= t->nrules)
                 return bad_spec("rule index");
-            node->checks[i].rule = r;
+            node->leaf.checks[i].rule = r;
+            node->leaf.checks[i].rank = t->rules[r].rank;
             PyObject *cond = PyTuple_GET_ITEM(check, 1);
             if (cond != Py_None) {
-                node->checks[i].has_cond = 1;
-                if (build_cond(t, cond, &node->checks[i].cond) < 0)
+                node->leaf.checks[i].has_cond = 1;
+                if (build_cond(t, cond, &node->leaf.checks[i].cond) < 0)
                     return -1;
             }
         }
         return 0;
     }
     if (node->kind == N_DISPATCH) {
-        if (PyTuple_GET_SIZE(spec) != 4 || !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)))
+        if (PyTuple_GET_SIZE(spec) != 5 || !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)))
             return bad_spec("dispatch");
-        if (field_index(t, PyTuple_GET_ITEM(spec, 1), &node->field) < 0 || node->field < 0)
+        if (field_index(t, PyTuple_GET_ITEM(spec, 1), &node->branch.field) < 0 || node->branch.field < 0)
             return bad_spec("dispatch field");
         kids = PyTuple_GET_ITEM(spec, 3);
     }
@@ -698,38 +828,58 @@ build_node(Tree *t, PyObject *spec, Node *node)
         return bad_spec("node kind");
     if (!PyTuple_CheckExact(kids))
         return bad_spec("node children");
-    node->nkids = PyTuple_GET_SIZE(kids);
-    node->kids = PyMem_Calloc(node->nkids ? node->nkids : 1, sizeof(Node));
-    if (node->kids == NULL) {
+    if (PyTuple_GET_SIZE(kids) > INT32_MAX)
+        return bad_spec("node size");
+    node->n = (int32_t)PyTuple_GET_SIZE(kids);
+    node->branch.kids = nodes_new(node->n);
+    if (node->branch.kids == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t i = 0; i < node->nkids; i++)
-        if (build_node(t, PyTuple_GET_ITEM(kids, i), &node->kids[i]) < 0)
+    for (Py_ssize_t i = 0; i < node->n; i++)
+        if (build_node(t, PyTuple_GET_ITEM(kids, i), &node->branch.kids[i]) < 0)
             return -1;
     if (node->kind == N_DISPATCH) {
         PyObject *table = PyTuple_GET_ITEM(spec, 2), *key, *value;
         size_t size = 8;
         while (size < 2 * (size_t)PyDict_GET_SIZE(table))
             size *= 2;
-        node->mask = size - 1;
-        node->entries = PyMem_Calloc(size, sizeof(Entry));
-        if (node->entries == NULL) {
+        node->branch.mask = size - 1;
+        node->branch.entries = PyMem_Calloc(size, sizeof(Entry));
+        if (node->branch.entries == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         Py_ssize_t pos = 0;
         while (PyDict_Next(table, &pos, &key, &value)) {
             Py_ssize_t kid = PyLong_Check(value) ? PyLong_AsSsize_t(value) : -1;
-            if (kid < 0 || kid >= node->nkids)  /* every entry must name a child */
+            if (kid < 0 || kid >= node->n)  /* every entry must name a child */
                 return bad_spec("dispatch entry");
             Py_hash_t hash = PyObject_Hash(key);
             if (hash == -1)
                 return -1;
-            size_t i = (size_t)hash & node->mask;
-            while (node->entries[i].key != NULL)  /* a dict's keys are distinct: no duplicate to find */
-                i = (i + 1) & node->mask;
-            node->entries[i] = (Entry){key, hash, kid};
+            size_t i = (size_t)hash & node->branch.mask;
+            while (node->branch.entries[i].key != NULL)  /* a dict's keys are distinct: no duplicate to find */
+                i = (i + 1) & node->branch.mask;
+            node->branch.entries[i] = (Entry){key, hash, kid};
+        }
+        PyObject *by_ordinal = PyTuple_GET_ITEM(spec, 4);
+        if (by_ordinal != Py_None) {
+            if (!PyTuple_CheckExact(by_ordinal))
+                return bad_spec("dispatch ordinals");
+            node->branch.nordinals = PyTuple_GET_SIZE(by_ordinal);
+            node->branch.by_ordinal = PyMem_Calloc(node->branch.nordinals ? node->branch.nordinals : 1, sizeof(int32_t));
+            if (node->branch.by_ordinal == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            for (Py_ssize_t i = 0; i < node->branch.nordinals; i++) {
+                PyObject *kid = PyTuple_GET_ITEM(by_ordinal, i);
+                Py_ssize_t k = PyLong_Check(kid) ? PyLong_AsSsize_t(kid) : -2;
+                if (k < -1 || k >= node->n)
+                    return bad_spec("dispatch ordinal");
+                node->branch.by_ordinal[i] = (int32_t)k;
+            }
         }
     }
     return 0;
@@ -825,10 +975,17 @@ tree_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         r->severity = (int)PyLong_AsLong(PyTuple_GET_ITEM(severities, i));
         if (PyErr_Occurred())
             goto fail;
-        if (!PyUnicode_CheckExact(r->verdict)) {
+        if (!PyUnicode_CheckExact(r->verdict) || r->severity < 0 || r->severity > 2 || r->rank < -1 || r->rank > 2
+            || (r->rank >= 0 && r->rank != r->severity)) {
             bad_spec("verdicts");
             goto fail;
         }
+        PyObject *known = self->verdict_of[r->severity];
+        if (known != NULL && PyUnicode_Compare(known, r->verdict) != 0) {
+            bad_spec("one verdict per severity");
+            goto fail;
+        }
+        self->verdict_of[r->severity] = r->verdict;
     }
     self->natoms = PyTuple_GET_SIZE(atoms);
     self->atoms = PyMem_Calloc(self->natoms ? self->natoms : 1, sizeof(AtomSpec));
@@ -989,10 +1146,11 @@ compare_index(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* The indices as a tuple of ints, in file order. New ints rather than a table of them:
- * with thousands of rules, a table's int is rarely in cache, and making one costs less. */
+/* The indices (each shifted right by `shift`: matches carry their rank) as a tuple of ints, in
+ * file order. New ints rather than a table of them: with thousands of rules, a table's int is
+ * rarely in cache, and making one costs less. */
 static PyObject *
-indices_tuple(Indices *b, int sort)
+indices_tuple(Indices *b, int sort, int shift)
 {
     if (sort && b->n > 1)
         qsort(b->items, (size_t)b->n, sizeof(Py_ssize_t), compare_index);
@@ -1000,7 +1158,7 @@ indices_tuple(Indices *b, int sort)
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < b->n; i++) {
-        PyObject *index = PyLong_FromSsize_t(b->items[i]);
+        PyObject *index = PyLong_FromSsize_t(b->items[i] >> shift);
         if (index == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -1011,40 +1169,49 @@ indices_tuple(Indices *b, int sort)
 }
 
 static int
-node_run(Tree *t, Node *node, PyObject *const *vals, signed char *memo, Indices *matched, Indices *errored)
+node_run(Tree *t, Node *node, PyObject *const *vals, const int32_t *ordinals, signed char *memo, Indices *matched, Indices *errored)
 {
     switch (node->kind) {
     case N_LEAF:
-        for (Py_ssize_t i = 0; i < node->nchecks; i++) {
-            Check *check = &node->checks[i];
+        for (Py_ssize_t i = 0; i < node->n; i++) {
+            Check *check = &node->leaf.checks[i];
             int r = check->has_cond ? cond_value(t, &check->cond, vals, memo) : TRUE3;
-            if (r < 0 || (r == TRUE3 && indices_add(matched, check->rule) < 0) || (r == ERROR3 && indices_add(errored, check->rule) < 0))
+            /* a match: the rule's index, its rank + 1 in the two low bits */
+            if (r < 0 || (r == TRUE3 && indices_add(matched, check->rule << 2 | (check->rank + 1)) < 0)
+                || (r == ERROR3 && indices_add(errored, check->rule) < 0))
                 return -1;
         }
         return 0;
     case N_DISPATCH: {
-        PyObject *v = vals[node->field];
+        if (ordinals != NULL && node->branch.by_ordinal != NULL) {  /* a declared value of an enum: its branch, by its place */
+            int32_t o = ordinals[node->branch.field];
+            if (o >= 0 && o < node->branch.nordinals) {
+                int32_t kid = node->branch.by_ordinal[o];
+                return kid < 0 ? 0 : node_run(t, &node->branch.kids[kid], vals, ordinals, memo, matched, errored);
+            }
+        }
+        PyObject *v = vals[node->branch.field];
         Py_hash_t hash = PyObject_Hash(v);
         if (hash == -1)
             return -1;
-        for (size_t i = (size_t)hash & node->mask;; i = (i + 1) & node->mask) {
-            Entry *e = &node->entries[i];
+        for (size_t i = (size_t)hash & node->branch.mask;; i = (i + 1) & node->branch.mask) {
+            Entry *e = &node->branch.entries[i];
             if (e->key == NULL)
                 return 0;
             if (e->key == v)
-                return node_run(t, &node->kids[e->kid], vals, memo, matched, errored);
+                return node_run(t, &node->branch.kids[e->kid], vals, ordinals, memo, matched, errored);
             if (e->hash == hash) {
                 int eq = PyObject_RichCompareBool(e->key, v, Py_EQ);
                 if (eq < 0)
                     return -1;
                 if (eq)
-                    return node_run(t, &node->kids[e->kid], vals, memo, matched, errored);
+                    return node_run(t, &node->branch.kids[e->kid], vals, ordinals, memo, matched, errored);
             }
         }
     }
     default:
-        for (Py_ssize_t i = 0; i < node->nkids; i++)
-            if (node_run(t, &node->kids[i], vals, memo, matched, errored) < 0)
+        for (Py_ssize_t i = 0; i < node->n; i++)
+            if (node_run(t, &node->branch.kids[i], vals, ordinals, memo, matched, errored) < 0)
                 return -1;
         return 0;
     }
@@ -1054,7 +1221,7 @@ node_run(Tree *t, Node *node, PyObject *const *vals, signed char *memo, Indices 
 
 /* Run the tree: the matching and the erroring rules, in tree order. */
 static int
-tree_run(Tree *t, PyObject *values, Indices *matched, Indices *errored)
+tree_run(Tree *t, PyObject *values, const int32_t *ordinals, Indices *matched, Indices *errored)
 {
     if (!PyTuple_CheckExact(values) || PyTuple_GET_SIZE(values) != t->nfields) {
         PyErr_Format(PyExc_TypeError, "expected a tuple of %zd field values", t->nfields);
@@ -1071,7 +1238,7 @@ tree_run(Tree *t, PyObject *values, Indices *matched, Indices *errored)
     }
     else
         memset(stack, 0, (size_t)t->nslots);
-    int r = node_run(t, &t->root, &PyTuple_GET_ITEM(values, 0), memo, matched, errored);
+    int r = node_run(t, &t->root, &PyTuple_GET_ITEM(values, 0), ordinals, memo, matched, errored);
     if (memo != stack)
         PyMem_Free(memo);
     return r;
@@ -1079,21 +1246,21 @@ tree_run(Tree *t, PyObject *values, Indices *matched, Indices *errored)
 
 /* One policy's decision: run the tree, settle the verdict (most severe, or first, matching rule). */
 static PyObject *
-tree_settle(Tree *t, PyObject *compiled, PyObject *values, int *severity)
+tree_settle(Tree *t, PyObject *compiled, PyObject *values, const int32_t *ordinals, int *severity)
 {
     Indices m, e;
     indices_init(&m);
     indices_init(&e);
     PyObject *matched = NULL, *errored = NULL, *out = NULL;
-    if (tree_run(t, values, &m, &e) < 0 || (matched = indices_tuple(&m, 1)) == NULL || (errored = indices_tuple(&e, 0)) == NULL)
+    if (tree_run(t, values, ordinals, &m, &e) < 0 || (matched = indices_tuple(&m, 1, 2)) == NULL || (errored = indices_tuple(&e, 0, 0)) == NULL)
         goto done;
     Py_ssize_t index = -1;
     int best = -1;
     for (Py_ssize_t i = 0; i < m.n; i++) {
-        int rank = t->rules[m.items[i]].rank;
+        int rank = (int)(m.items[i] & 3) - 1;
         if (t->first_match ? rank >= 0 : rank > best) {
             best = rank;
-            index = m.items[i];
+            index = m.items[i] >> 2;
             if (t->first_match)
                 break;
         }
@@ -1101,14 +1268,14 @@ tree_settle(Tree *t, PyObject *compiled, PyObject *values, int *severity)
     PolicyDecisionCore *pd = (PolicyDecisionCore *)t->pd_type->tp_alloc(t->pd_type, 0);
     if (pd == NULL)
         goto done;
-    pd->verdict = Py_NewRef(index >= 0 ? t->rules[index].verdict : t->otherwise_verdict);
+    pd->verdict = Py_NewRef(index >= 0 ? t->verdict_of[best] : t->otherwise_verdict);
     pd->compiled = Py_NewRef(compiled);
     pd->values = Py_NewRef(values);
     pd->matched = Py_NewRef(matched);
     pd->errored = Py_NewRef(errored);
     pd->index = index;
     pd->built = Py_NewRef(Py_None);
-    *severity = index >= 0 ? t->rules[index].severity : t->otherwise_severity;
+    *severity = index >= 0 ? best : t->otherwise_severity;
     out = (PyObject *)pd;
 done:
     indices_free(&m);
@@ -1125,7 +1292,7 @@ tree_match(Tree *self, PyObject *values)
     indices_init(&m);
     indices_init(&e);
     PyObject *matched = NULL, *errored = NULL, *out = NULL;
-    if (tree_run(self, values, &m, &e) == 0 && (matched = indices_tuple(&m, 0)) != NULL && (errored = indices_tuple(&e, 0)) != NULL)
+    if (tree_run(self, values, NULL, &m, &e) == 0 && (matched = indices_tuple(&m, 0, 2)) != NULL && (errored = indices_tuple(&e, 0, 0)) != NULL)
         out = PyTuple_Pack(2, matched, errored);
     indices_free(&m);
     indices_free(&e);
@@ -1142,7 +1309,7 @@ tree_settle_py(Tree *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int severity;
-    return tree_settle(self, args[0], args[1], &severity);
+    return tree_settle(self, args[0], args[1], NULL, &severity);
 }
 
 static PyMethodDef tree_methods[] = {
@@ -1266,8 +1433,14 @@ evaluator_call(Evaluator *self, PyObject *const *args, size_t nargsf, PyObject *
     }
     /* the unknown enum values, as (field, value) pairs: Decision.warnings words them when read */
     PyObject *input_warnings;
-    PyObject *values = validate_fast(self->validator, a, &input_warnings);
+    int32_t on_stack[64], *ordinals = self->validator->n <= 64 ? on_stack : PyMem_Malloc(self->validator->n * sizeof(int32_t));
+    if (ordinals == NULL)
+        return PyErr_NoMemory();
+    PyObject *values = validate_fast(self->validator, a, &input_warnings, ordinals);
     if (values == NULL) {
+        if (ordinals != on_stack)
+            PyMem_Free(ordinals);
+        ordinals = NULL;  /* the Python validator's values: dispatch by value */
         if (PyErr_Occurred())
             return NULL;
         PyObject *out = validate(self->validator, a);
@@ -1287,7 +1460,7 @@ evaluator_call(Evaluator *self, PyObject *const *args, size_t nargsf, PyObject *
     int best = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         int severity;
-        PyObject *pd = tree_settle((Tree *)PyTuple_GET_ITEM(self->trees, i), PyTuple_GET_ITEM(self->compiled, i), values, &severity);
+        PyObject *pd = tree_settle((Tree *)PyTuple_GET_ITEM(self->trees, i), PyTuple_GET_ITEM(self->compiled, i), values, ordinals, &severity);
         if (pd == NULL)
             goto done;
         PyTuple_SET_ITEM(policies, i, pd);
@@ -1306,6 +1479,8 @@ evaluator_call(Evaluator *self, PyObject *const *args, size_t nargsf, PyObject *
     d->top = Py_NewRef(top);
     d->built = Py_NewRef(Py_None);
 done:
+    if (ordinals != NULL && ordinals != on_stack)
+        PyMem_Free(ordinals);
     Py_DECREF(values);
     Py_DECREF(input_warnings);
     Py_XDECREF(policies);

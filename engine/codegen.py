@@ -291,10 +291,11 @@ class _Program:
             return (native.N_LEAF, tuple((rule, None if residual is None else self.condition(residual)) for rule, residual in node.checks))
         if isinstance(node, Seq):
             return (native.N_SEQ, tuple(self.node(c) for c in node.children))
-        # keyed by the schema's own enum strings, the ones the validator hands C, so a lookup matches by identity
-        canonical = {v: v for v in node.field.field.type.values}
-        table = {canonical.get(value, value): i for i, (value, _) in enumerate(node.branches)}
-        return (native.N_DISPATCH, node.field.index, table, tuple(self.node(child) for _, child in node.branches))
+        table = {value: i for i, (value, _) in enumerate(node.branches)}
+        field_type = node.field.field.type
+        # on an enum field, C goes to a branch by the value's place in the declaration, which its validator finds
+        by_ordinal = tuple(table.get(v, -1) for v in field_type.values) if field_type.kind == "enum" else None
+        return (native.N_DISPATCH, node.field.index, table, tuple(self.node(child) for _, child in node.branches), by_ordinal)
 
     def atom_specs(self) -> tuple[tuple, str]:
         """Each atom for C, and the source of the generated functions of those C does not evaluate itself."""

@@ -228,7 +228,7 @@ def _field_spec(f: FieldInfo) -> tuple:
     t = f.type
     kind, values = _NATIVE_KINDS.get(t.kind, native.K_OTHER), None
     if t.kind == "enum":
-        values = {v: v for v in t.values}  # C keeps the schema's own string: dispatch tables find it by identity
+        values = tuple(t.values)  # in their declared order: C's dispatch nodes find a value's branch by its place
     elif t.is_collection and t.element.kind in ("string", "enum"):
         kind = native.K_STRINGS_SET if t.kind == "set" else native.K_STRINGS_LIST
         values = frozenset(t.element.values) if t.element.kind == "enum" else None

@@ -103,6 +103,21 @@ def test_the_c_evaluator_decides_as_the_per_policy_path(source):
         assert ps.evaluate(item).to_dict() == ps.evaluate(item, ps.policy_names).to_dict(), item
 
 
+def test_dispatch_on_an_enum_finds_each_value_as_by_its_text():
+    """The C evaluator's dispatch by a value's place in its enum (found through inline text, or the string when long or
+    wide) decides as dispatch by value: every declared value, equal strings that are other objects, undeclared ones."""
+    values = ["a", "b", "ab", "eight_ch", "nine_chars", "é", "ñandú", "✓", "😀", "a" * 40, "", "A"]
+    enum = ", ".join(json.dumps(v, ensure_ascii=False) for v in values)
+    rules = "\n".join(f'  rule r{i} {{ when kind == {json.dumps(v, ensure_ascii=False)} and n >= {i} then remove because "r{i}" }}' for i, v in enumerate(values[:-2]))
+    ps = compile_ok(f"schema s {{\n  kind: enum({enum})\n  n: int = 0\n}}\npolicy p for s {{\n{rules}\n}}\n")
+    others = ["c", "eight_cH", "nine_charz", "e", "✗", "a" * 39, "aa", "😁"]
+    for text in values + others + ["".join(list(v)) for v in values]:  # the last: equal strings, other objects
+        for n in (0, 3, 20):
+            item = {"kind": text, "n": n}
+            assert ps.evaluate(item).to_dict() == ps.evaluate(item, ["p"]).to_dict(), item
+    assert ps.evaluate({"kind": "nine_chars", "n": 4}).rule == "r4" and ps.evaluate({"kind": "é", "n": 9}).rule == "r5"
+
+
 def test_a_tree_reports_matches_and_errors_in_file_order():
     """`Tree.match` gives the matching rules and the rules that divided by zero; `settle` picks the first matching one."""
     ps = compile_ok(TWO_POLICIES)
