@@ -4,9 +4,11 @@ A line has the same shape as the service's other structlog JSON lines (`event`,
 `level`, `timestamp`, and `worker`/`pid` under a supervisor) plus the request id,
 content id, verdict, deciding policy and rule, set hash and latency. It is rendered
 here rather than by structlog's processor chain because that chain cost about 9 us per
-decision, a quarter of the service's time per item; here the parts that depend only on
-the deciding rule are rendered once per rule, and a batch's lines go out in one write.
-On a terminal, where structlog renders for people, decisions go through structlog.
+decision, a quarter of the service's time per item; here the part that depends only on
+the decision's shape (verdict, policy, rule, set hash) is rendered once per shape, and a
+batch's lines go out in one write. server/_wire.c writes the lines of the items it
+decides from the same parts (`line_parts`, `rule_parts`). On a terminal, where structlog
+renders for people, decisions go through structlog.
 
 Every line is written whole by one write(2), so lines of concurrent calls and of
 several workers sharing stderr never interleave.

@@ -183,8 +183,8 @@ class PolicyService:
         return encoder
 
     def _decide(self, ps: engine.PolicySet, content: pb.Content, names: list[str] | None, explain: bool, request_id: str, index: int | None, entry: bool) -> tuple[bytes | None, status_pb2.Status | None, str | None]:
-        """Decide one item (`index`: its place in a batch): the serialised EvaluateResponse (`entry`: as an EvaluateBatchResult,
-        `wire.result`), or the status saying why not; and its log line."""
+        """Decide one item (`index`: its place in a batch): the serialised EvaluateResponse (`entry`: as the EvaluateBatchResult
+        entry of `Encoder.result`), or the status saying why not; and its log line."""
         start = time.perf_counter()
         if len(content.id) > MAX_CONTENT_ID:
             where, problem = "content.id" if index is None else f"contents[{index}].id", f"longer than {MAX_CONTENT_ID} characters"
