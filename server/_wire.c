@@ -695,16 +695,18 @@ decide_one(Batch *batch, PyObject *content, Buffer *b)
     double start = monotonic();
     int rc = 0;
     PyObject *id = NULL, *annotations = NULL, *data = NULL, *values = NULL, *decision = NULL, *shape = NULL, *warnings = NULL;
-    PyObject *entry_bytes = NULL, *line = NULL, *warned = NULL;
+    PyObject *entry_bytes = NULL, *line = NULL, *warned = NULL, *template = NULL, *rule_part = NULL;
     id = PyObject_GetAttr(content, s_id);
-    if (id == NULL || !PyUnicode_Check(id))
+    if (id == NULL)
         goto out;
-    if (PyUnicode_GET_LENGTH(id) > batch->max_id)
+    if (!PyUnicode_Check(id) || PyUnicode_GET_LENGTH(id) > batch->max_id)
         goto left;
     annotations = PyObject_GetAttr(content, s_annotations);
     data = annotations == NULL ? NULL : PyObject_CallMethodNoArgs(annotations, s_serialize);
-    if (data == NULL || !PyBytes_Check(data))
+    if (data == NULL)
         goto out;
+    if (!PyBytes_Check(data))
+        goto left;
     Reader r = {(const uint8_t *)PyBytes_AS_STRING(data), (const uint8_t *)PyBytes_AS_STRING(data) + PyBytes_GET_SIZE(data)};
     PyObject *input = read_struct(&r, 1, &batch->limits);
     if (input == NULL)
@@ -726,16 +728,18 @@ decide_one(Batch *batch, PyObject *content, Buffer *b)
         goto out;
     if (shape == Py_None)
         goto done;
-    PyObject *template = PyDict_GetItemWithError(batch->templates, shape);  /* borrowed */
-    PyObject *rule_part = template == NULL ? NULL : PyDict_GetItemWithError(batch->rules, shape);
+    template = Py_XNewRef(PyDict_GetItemWithError(batch->templates, shape));  /* held: filling it may run Python */
+    rule_part = template == NULL ? NULL : Py_XNewRef(PyDict_GetItemWithError(batch->rules, shape));
     if (rule_part == NULL || !PyUnicode_Check(rule_part) || !PyTuple_Check(template) || PyTuple_GET_SIZE(template) != 2
         || !PyBytes_Check(PyTuple_GET_ITEM(template, 1))) {
         rc = PyErr_Occurred() ? -1 : 0;
         goto done;  /* a shape not seen yet (the Python path keeps it), or one whose template serves no other */
     }
     values = PyObject_GetAttr(decision, s_values);
-    if (values == NULL || !PyTuple_Check(values))
+    if (values == NULL)
         goto out;
+    if (!PyTuple_Check(values))
+        goto left;
     batch->slots.values = values;
     /* framed: EvaluateBatchResult in its container's field 1, { response = 1: EvaluateResponse } */
     b->len = 0;
@@ -781,6 +785,8 @@ done:
     Py_XDECREF(entry_bytes);
     Py_XDECREF(line);
     Py_XDECREF(warned);
+    Py_XDECREF(template);
+    Py_XDECREF(rule_part);
     return rc;
 }
 
