@@ -658,7 +658,7 @@ typedef struct {
     Py_ssize_t natoms, nslots, nrules, nfields;
     AtomSpec *atoms;
     Node root;
-    RuleData *rules;      /* per rule: read while building (a match carries its rank; a severity names its verdict) */
+    RuleData *rules;      /* per rule, while building: then freed (a match carries its rank; a severity names its verdict) */
     PyObject *otherwise_verdict;
     int otherwise_severity;
     PyObject *verdict_of[3];  /* borrowed: the verdict of each severity (a rank is a severity), NULL if no rule has it */
@@ -998,6 +998,8 @@ tree_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             goto fail;
     if (build_node(self, root, &self->root) < 0)
         goto fail;
+    PyMem_Free(self->rules);  /* the nodes and verdict_of carry what deciding needs of it */
+    self->rules = NULL;
     return (PyObject *)self;
 fail:
     Py_DECREF(self);

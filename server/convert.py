@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2
 import engine
 from server.gen.pol.v1 import policy_service_pb2 as pb
 
-__all__ = ["STRUCT_DECODER", "TooDeep", "VERDICTS", "diagnostic_message", "policy_info", "struct_to_python", "walk_struct"]
+__all__ = ["STRUCT_DECODER", "TooDeep", "VERDICTS", "WIRE", "diagnostic_message", "policy_info", "struct_to_python", "walk_struct"]
 
 VERDICTS = {"allow": pb.VERDICT_ALLOW, "intervene": pb.VERDICT_INTERVENE, "remove": pb.VERDICT_REMOVE}
 SEVERITIES = {"error": pb.SEVERITY_ERROR, "warning": pb.SEVERITY_WARNING}
@@ -40,13 +40,14 @@ def walk_struct(struct: struct_pb2.Struct, max_depth: int) -> dict:
     return _object(struct, 1, max_depth)
 
 
-_decode = None
-if os.environ.get("POL_PURE_PYTHON") != "1":  # as engine.native: tests run the Python path too
+WIRE = None  # server/_wire.c, unless it was not built or POL_PURE_PYTHON=1 asks for the Python (as engine.native)
+if os.environ.get("POL_PURE_PYTHON") != "1":
     try:
-        from server._wire import decode as _decode
+        from server import _wire as WIRE
     except ImportError:  # no C compiler where pip ran
         pass
-STRUCT_DECODER = "python" if _decode is None else "c"
+_decode = None if WIRE is None else WIRE.decode
+STRUCT_DECODER = "python" if WIRE is None else "c"
 
 
 # Module-level rather than closures: a closure pair made per call cost 10% of a conversion.

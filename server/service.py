@@ -43,12 +43,12 @@ from grpc_status import rpc_status
 
 import engine
 from server import wire
-from server.convert import TooDeep, policy_info, struct_to_python
+from server.convert import WIRE, TooDeep, policy_info, struct_to_python
 from server.decisionlog import DecisionLog
 from server.guard import Malformed
 from server.gen.pol.v1 import policy_service_pb2 as pb
 from server.state import Live
-from server.wire import MAX_SHOWN_CHARS, Encoder
+from server.wire import Encoder
 
 __all__ = ["Limits", "PolicyService", "REQUEST_ID_KEY", "add_to_server"]
 
@@ -215,15 +215,15 @@ class PolicyService:
         or the first item that is not usual (bad input, a shape not seen yet, an id too long); it returns that
         item's index. None when the C module is not in use, or log lines go through structlog or carry annotations."""
         parts = self.log.line_parts(request_id)
-        if wire.C is None or parts is None:
+        if WIRE is None or parts is None:
             return None
         quote, parts = parts
         encoder = self._encoder_for(ps)
         args = (
             results, lines, ps.evaluator_for(names), self.limits.max_depth, TooDeep, MAX_CONTENT_ID, encoder.templates,
-            encoder.input_warnings_field, encoder.request_id_field(request_id), self.log.rule_parts(ps.hash), parts, quote, engine.Condition.shown, MAX_SHOWN_CHARS,
+            encoder.input_warnings_field, encoder.request_id_field(request_id), self.log.rule_parts(ps.hash), parts, quote, *wire.SHOWN,
         )
-        decide = wire.C.decide
+        decide = WIRE.decide
         return lambda start, stop: decide(contents, start, stop, entry, *args)
 
     # ---- RPCs ---------------------------------------------------------------------------

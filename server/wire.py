@@ -15,14 +15,13 @@ written in field-number order, as protobuf's own serialiser does.
 
 from __future__ import annotations
 
-import os
 import struct
 
 from google.protobuf import struct_pb2
 
 import engine
 from engine.evaluate import MAX_SHOWN_CHARS
-from server.convert import VERDICTS
+from server.convert import VERDICTS, WIRE
 
 __all__ = ["Encoder", "error_result"]
 
@@ -178,13 +177,11 @@ class Encoder:
             else:
                 template, tail = known
         body = template if type(template) is bytes else fill(template, decision.values)
-        if decision.input_warnings:
-            tail = self.input_warnings_field(decision) + tail
-        return rid, _string(_R_CONTENT_ID, content_id), body, tail
+        return rid, _string(_R_CONTENT_ID, content_id), body, self.input_warnings_field(decision) + tail
 
     @staticmethod
     def input_warnings_field(decision: engine.Decision) -> bytes:
-        """The response's warnings about the input's unknown enum values, encoded: the first of its warnings."""
+        """The response's warnings about the input's unknown enum values, encoded (b"" for none): the first of its warnings."""
         return b"".join([_field(_R_WARNING, _warning(w)) for w in decision.input_warnings])
 
     def request_id_field(self, request_id: str) -> bytes:
@@ -284,23 +281,12 @@ def _fill(template: tuple | bytes, values: tuple) -> bytes:
     return b"".join(out)
 
 
-def _c_module():
-    """server/_wire.c, unless it was not built or POL_PURE_PYTHON=1 asks for the Python (as engine.native)."""
-    if os.environ.get("POL_PURE_PYTHON") == "1":
-        return None
-    try:
-        from server import _wire
-    except ImportError:  # no C compiler where pip ran
-        return None
-    return _wire
+SHOWN = (engine.Condition.shown, MAX_SHOWN_CHARS)  # how an observed value is shown: the last arguments of C's fill and decide
 
-
-C = _c_module()
-if C is not None:
-    _shown = engine.Condition.shown
+if WIRE is not None:
 
     def fill(template: tuple | bytes, values: tuple) -> bytes:
-        return C.fill(template, values, _shown, MAX_SHOWN_CHARS)
+        return WIRE.fill(template, values, *SHOWN)
 else:
     fill = _fill
 
